@@ -1,0 +1,1 @@
+"""vidbench: reproducible text-to-video retrieval."""
