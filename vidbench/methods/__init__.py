@@ -1,0 +1,19 @@
+"""One LightningModule per paper on a shared base; ``build_method`` picks it from the config."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from .base import RetrievalMethod
+
+
+def method_class(name: str) -> type[RetrievalMethod]:
+    if name == "clip4clip":
+        from .clip4clip import Clip4Clip
+
+        return Clip4Clip
+    raise ValueError(f"unknown method '{name}'")
+
+
+def build_method(cfg: DictConfig) -> RetrievalMethod:
+    return method_class(cfg.method.name)(cfg)

@@ -1,0 +1,273 @@
+"""Recipe composition, validation and hashing.
+
+A recipe is one YAML file per paper table cell. Its ``defaults`` list names parts under ``recipes/``
+(``base/``, ``data/``, ``method/``, ``trainer/``) that are merged in order, then the recipe's own keys,
+then command-line dotlist overrides (``optim.lr=3e-4``). The result is checked against typed schemas:
+an unknown key or a wrong type is an error that names the key. The ``method`` section is checked against
+the schema of the method it names, so a DRL key in a CLIP4Clip recipe is caught too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vidbench.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class PathsConfig:
+    data_root: str = "data"  # real datasets live in <data_root>/<dataset>/ (see README)
+    synth_root: str = "data/synth"  # where `vidbench synth` writes the synthetic benchmark
+    runs_dir: str = "runs"  # run directories: <runs_dir>/<recipe>/seed<k>/
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None  # defaults to the recipe file's stem
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "msrvtt"
+    root: str = "${paths.data_root}/msrvtt"
+    video_root: str | None = None  # default: search videos under root
+    train_split: str = "train-9k"
+    test_split: str = "test-1ka"
+    max_words: int = 32
+    max_frames: int = 12
+    framerate: float = 1.0
+    slice_framepos: int = 2  # 0 head, 1 tail, 2 uniform (every published script)
+    fps_mode: str = "int"  # "int": the reference truncates fps to an integer; "exact"
+    image_size: int | None = None  # default: the backbone's input size
+    expand_captions: bool = True  # every (video, caption) pair is a training sample
+    batch_size: int = 128  # global batch; divided by the world size
+    eval_batch_size: int = 64  # per process
+    num_workers: int = 4
+    cache: bool = True  # decode each clip once into a memory-mapped frame cache
+    cache_dir: str | None = None  # default: <root>/.vidbench_cache
+    missing_policy_train: str = "skip"  # skip | fail
+    missing_policy_test: str = "fail"  # fail | skip (skips are counted in result.json)
+
+
+@dataclass
+class ModelConfig:
+    clip: str = "openai/clip-vit-base-patch32"  # HF name, local folder, or "tiny"
+    tokenizer: str | None = None  # default: same as clip
+    freeze_layer_num: int = 0  # CLIP4Clip rule; -1 trains everything
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # adamw | bertadam (the reference optimiser, see methods/optim.py)
+    lr: float = 1e-4
+    coef_lr: float = 1e-3  # CLIP parameters train at lr * coef_lr
+    weight_decay: float = 0.2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_proportion: float = 0.1
+    schedule: str = "warmup_cosine"  # warmup_cosine (reference formula) | constant
+    grad_clip: float = 1.0  # global norm; 0 disables
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 5
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    gather_grad: str = (
+        "exact"  # exact: DDP grads equal the single-process grads; reference: 1/W on the encoders
+    )
+    log_every_n_steps: int = 10
+    limit_train_batches: Any = None
+    stop_after_epochs: int | None = None  # end this invocation early (schedule unchanged); rerun resumes
+    deterministic: bool = False
+    progress_bar: bool = False
+
+
+@dataclass
+class EvalConfig:
+    dsl: bool = False  # also report dual-softmax post-processing as its own protocol
+    dsl_temperature: float = 100.0
+    strict: bool = True  # also record the strict metric variant
+    budget_mb: int = 1024  # memory budget for one block of the similarity matrix
+    efficiency: bool = True  # FLOPs, bytes per video, ms per query
+    text_chunk: int | None = None
+    video_chunk: int | None = None
+
+
+@dataclass
+class Clip4ClipMethod:
+    name: str = "clip4clip"
+    sim_header: str = "meanP"  # meanP | seqTransf
+    temporal_layers: int = 4
+
+
+METHOD_SCHEMAS: dict[str, type] = {"clip4clip": Clip4ClipMethod}
+
+
+def register_method_schema(name: str, schema: type) -> None:
+    """Methods add their own config schema here (keeps config.py free of method imports)."""
+    METHOD_SCHEMAS[name] = schema
+
+
+@dataclass
+class RootConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method: Any = None  # validated against METHOD_SCHEMAS[method.name]
+    slurm: Any = None  # free-form directives for `vidbench submit`
+
+
+_CHOICES = {
+    "data.missing_policy_train": ("skip", "fail"),
+    "data.missing_policy_test": ("skip", "fail"),
+    "data.fps_mode": ("int", "exact"),
+    "data.slice_framepos": (0, 1, 2),
+    "optim.optimizer": ("adamw", "bertadam"),
+    "optim.schedule": ("warmup_cosine", "constant"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
+    "trainer.gather_grad": ("exact", "reference"),
+}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """Resolve a recipe given as a path or as a name searched under recipes/ (not in the parts folders)."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"} and p.exists():
+        return p
+    stem = p.stem if p.suffix in {".yaml", ".yml"} else p.name
+    hits = [
+        h
+        for h in RECIPES_DIR.rglob(f"{stem}.yaml")
+        if not ({"base", "data", "method", "trainer", "suites"} & set(h.relative_to(RECIPES_DIR).parts[:-1]))
+    ]
+    if not hits:
+        raise ConfigError(
+            f"recipe '{name_or_path}' not found (looked for the file and for {stem}.yaml under {RECIPES_DIR}); "
+            "run `vidbench list` to see the recipes"
+        )
+    if len(hits) > 1:
+        raise ConfigError(f"recipe name '{stem}' is ambiguous: {[str(h) for h in hits]}")
+    return hits[0]
+
+
+def list_recipes() -> list[Path]:
+    parts = {"base", "data", "method", "trainer", "suites"}
+    return sorted(
+        p for p in RECIPES_DIR.rglob("*.yaml") if not (parts & set(p.relative_to(RECIPES_DIR).parts[:-1]))
+    )
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot parse YAML: {exc}") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a recipe must be a mapping at the top level")
+    return cfg
+
+
+def _compose_file(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    if path in seen:
+        raise ConfigError(f"{path}: circular defaults via {[str(s) for s in seen]}")
+    cfg = _load_yaml(path)
+    defaults = cfg.pop("defaults", []) or []
+    if not isinstance(defaults, ListConfig | list):
+        raise ConfigError(f"{path}: 'defaults' must be a list of part names like 'data/msrvtt-9k_1ka'")
+    merged = OmegaConf.create({})
+    for part in defaults:
+        part_path = RECIPES_DIR / f"{part}.yaml"
+        if not part_path.exists():
+            raise ConfigError(f"{path}: defaults entry '{part}' not found (expected {part_path})")
+        merged = OmegaConf.merge(merged, _compose_file(part_path, (*seen, path)))
+    return OmegaConf.merge(merged, cfg)
+
+
+def _key_error_message(exc: OmegaConfBaseException, where: str, prefix: str = "") -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = str(exc).splitlines()[0]
+    if key:
+        return f"{where}: invalid key '{prefix}{key}': {msg}"
+    return f"{where}: {msg}"
+
+
+def _validate_choices(cfg: DictConfig) -> None:
+    for dotted, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in choices:
+            raise ConfigError(f"config key '{dotted}' = {value!r}; choose one of {list(choices)}")
+
+
+def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfig:
+    """Compose, validate and resolve a recipe; returns a read-only DictConfig."""
+    path = find_recipe(str(recipe))
+    raw = _compose_file(path)
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.lr=3e-4)")
+        try:
+            raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_key_error_message(exc, "override")) from exc
+    method_raw = raw.pop("method", None)
+    if method_raw is None or "name" not in method_raw:
+        raise ConfigError(
+            f"{path}: the recipe needs a 'method' section with a 'name' ({sorted(METHOD_SCHEMAS)})"
+        )
+    method_name = method_raw["name"]
+    if method_name not in METHOD_SCHEMAS:
+        raise ConfigError(
+            f"{path}: method.name '{method_name}' is unknown; choose one of {sorted(METHOD_SCHEMAS)}"
+        )
+    schema = OmegaConf.structured(RootConfig)
+    try:
+        cfg = OmegaConf.merge(schema, raw)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_key_error_message(exc, str(path))) from exc
+    try:
+        method_cfg = OmegaConf.merge(OmegaConf.structured(METHOD_SCHEMAS[method_name]), method_raw)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_key_error_message(exc, str(path), prefix="method.")) from exc
+    OmegaConf.set_struct(cfg, False)
+    cfg.method = method_cfg
+    if cfg.run.name is None:
+        cfg.run.name = path.stem
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_key_error_message(exc, str(path))) from exc
+    _validate_choices(resolved)
+    OmegaConf.set_readonly(resolved, True)
+    return resolved
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 of the resolved config, stable under key order (what a result was produced with)."""
+    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """Deterministic run directory: a requeued or repeated job finds its own checkpoint."""
+    return Path(cfg.paths.runs_dir) / cfg.run.name / f"seed{cfg.run.seed}"

@@ -1,0 +1,228 @@
+"""The shared retrieval LightningModule: what every method's training and evaluation have in common.
+
+A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature
+containers (dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a
+``[n_text, n_video]`` matrix as a pure function of the pairs (so the base can chunk it), and
+``training_logits`` / ``training_loss`` work on the globally gathered batch. The base does the rest:
+the gather with exact DDP gradients, the optimiser and schedule, the logit-scale clamp, encoding the test
+split once, chunked scoring, the reference metrics, and the efficiency figures of the result record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vidbench.data.transforms import normalize_video
+from vidbench.eval.metric import RetrievalScoreboard
+from vidbench.eval.retrieval import chunked_scores, concat_features, index_select_features, slice_features
+from vidbench.models.clip import ClipBackbone
+from vidbench.models.gather import gather_features
+from vidbench.models.losses import symmetric_infonce
+
+from .optim import build_optimizer, build_scheduler, param_groups
+
+Features = dict[str, torch.Tensor]
+
+
+class RetrievalMethod(L.LightningModule):
+    """Base class; subclasses implement the method contract below."""
+
+    method_name = "base"
+
+    def __init__(self, config: DictConfig | dict) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.cfg = cfg
+        self.clip = ClipBackbone(
+            cfg.model.clip,
+            freeze_layer_num=cfg.model.freeze_layer_num,
+            attn_implementation=cfg.model.attn_implementation,
+        )
+        self._eval_parts: dict[int, list[Features]] = {0: [], 1: []}
+        self.test_results: dict[str, Any] = {}
+
+    # ---- the method contract -------------------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def method_label(self) -> str:
+        raise NotImplementedError
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Features:
+        raise NotImplementedError
+
+    def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor) -> Features:
+        raise NotImplementedError
+
+    def score(self, text: Features, video: Features) -> torch.Tensor:
+        """Evaluation scores ``[n_text, n_video]``; a pure function of the pairs (chunkable)."""
+        raise NotImplementedError
+
+    def training_logits(self, text: Features, video: Features) -> torch.Tensor:
+        """Logit-scaled ``[B, B]`` matrix over the global batch."""
+        return self.clip.logit_scale.exp() * self.score(text, video)
+
+    def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
+        return {"loss_infonce": symmetric_infonce(self.training_logits(text, video))}
+
+    def score_bytes_per_pair(self) -> int:
+        """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
+        return 4
+
+    def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
+        """FLOPs to score one query against ``n_gallery`` indexed videos (the method's own accounting)."""
+        raise NotImplementedError
+
+    # ---- shared helpers --------------------------------------------------------------------------------
+    def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
+        return normalize_video(video, video_mask)
+
+    # ---- training --------------------------------------------------------------------------------------
+    def global_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode the local batch, gather it with gradients, and compute the loss on the global batch."""
+        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        video = self.encode_video(batch["video"], batch["video_mask"])
+        mode = self.cfg.trainer.gather_grad
+        return self.training_loss(gather_features(text, mode), gather_features(video, mode))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        terms = self.global_loss_terms(batch)
+        loss = torch.stack(list(terms.values())).sum()
+        bs = batch["input_ids"].shape[0]
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", self.clip.logit_scale.exp(), batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.clip.clamp_logit_scale_()
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        groups = param_groups(self, lr=o.lr, coef_lr=o.coef_lr, weight_decay=o.weight_decay)
+        optimizer = build_optimizer(o.optimizer, groups, betas=o.betas, eps=o.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(
+            optimizer, total_steps=total, warmup=o.warmup_proportion, schedule=o.schedule
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- evaluation ------------------------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._eval_parts = {0: [], 1: []}
+        self._test_started = time.perf_counter()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            feats = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        else:
+            feats = self.encode_video(batch["video"], batch["video_mask"])
+        feats = {k: v.detach() for k, v in feats.items()}
+        feats["_index"] = batch["index"]
+        self._eval_parts[dataloader_idx].append(feats)
+
+    def _collect(self, parts: list[Features]) -> Features:
+        """All ranks' features in dataset order, the sampler's padding duplicates dropped."""
+        local = concat_features(parts)
+        if self.trainer.world_size > 1:
+            local = {k: self.all_gather(v).flatten(0, 1) for k, v in local.items()}
+        index = local.pop("_index")
+        order = torch.argsort(index, stable=True)
+        index = index[order]
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        keep = order[first]
+        if not torch.equal(index[first], torch.arange(int(first.sum()), device=index.device)):
+            raise RuntimeError("evaluation lost items: gathered indices are not 0..N-1")
+        return index_select_features(local, keep)
+
+    def on_test_epoch_end(self) -> None:
+        text = self._collect(self._eval_parts[0])
+        video = self._collect(self._eval_parts[1])
+        self._eval_parts = {0: [], 1: []}
+        caption_video = self.trainer.datamodule.test_caption_video().to(self.device)
+        n_text = next(iter(text.values())).shape[0]
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        # each rank scores its share of the queries against the whole gallery; the scoreboard syncs rows
+        rows = torch.arange(rank, n_text, world, device=self.device)
+        e = self.cfg.eval
+        sims = chunked_scores(
+            self.score,
+            index_select_features(text, rows),
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=self.score_bytes_per_pair(),
+            text_chunk=e.text_chunk,
+            video_chunk=e.video_chunk,
+            out_device=self.device,
+        )
+        postprocess = ["none"] + (["dsl"] if e.dsl else [])
+        board = RetrievalScoreboard(
+            caption_video=caption_video,
+            strict=e.strict,
+            postprocess=postprocess,
+            postprocess_kwargs={"dsl": {"temperature": e.dsl_temperature}},
+            multi_caption=self.trainer.datamodule.test_multi_caption(),
+        ).to(self.device)
+        board.update(sims, rows)
+        metrics = board.compute()
+        self.test_results = {
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "num_queries": n_text,
+            "num_gallery": next(iter(video.values())).shape[0],
+            "multi_caption": self.trainer.datamodule.test_multi_caption(),
+        }
+        for key, value in self.test_results["metrics"].items():
+            if "/" not in key and not key.startswith("n_"):
+                self.log(f"test/{key}", value, rank_zero_only=True, sync_dist=False)
+        if self.cfg.eval.efficiency and rank == 0:
+            self.test_results["efficiency"] = self.measure_efficiency(text, video)
+        self._test_features = (text, video)
+
+    # ---- efficiency --------------------------------------------------------------------------------------
+    def index_bytes_per_video(self, video: Features) -> float:
+        """Bytes stored per gallery video: the evaluation features as kept in memory."""
+        one = slice_features(video, 0, 1)
+        return float(sum(t.numel() * t.element_size() for t in one.values()))
+
+    @torch.no_grad()
+    def measure_efficiency(self, text: Features, video: Features) -> dict[str, Any]:
+        from vidbench.eval.efficiency import count_flops, count_params, hardware_name, time_per_query
+
+        dm = self.trainer.datamodule
+        total, trainable = count_params(self)
+        ids, mask = dm.one_text_sample(self.device)
+        frames, fmask = dm.one_video_sample(self.device)
+        text_flops = count_flops(lambda: self.encode_text(ids, mask)).total
+        video_flops = count_flops(lambda: self.encode_video(frames, fmask)).total
+        n_gallery = next(iter(video.values())).shape[0]
+        query = slice_features(text, 0, 1)
+        counted_match = count_flops(lambda: self.score(query, video)).total
+        formula_match = self.match_flops_per_query(n_gallery, text, video)
+
+        def one_query() -> None:
+            self.score(self.encode_text(ids, mask), video)
+
+        ms = time_per_query(one_query, 1, device=self.device)
+        return {
+            "params_total": total,
+            "params_trainable": trainable,
+            "text_gflops_per_query": text_flops / 1e9,
+            "video_gflops_per_clip": video_flops / 1e9,
+            "match_flops_per_query": float(formula_match),
+            "match_flops_per_query_counted": float(counted_match),
+            "index_bytes_per_video": self.index_bytes_per_video(video),
+            "ms_per_query": ms,
+            "gallery_size": n_gallery,
+            "hardware": hardware_name(self.device),
+        }

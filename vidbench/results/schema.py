@@ -1,0 +1,333 @@
+"""The per-run result record (``result.json``): its shape, a validator, and atomic writers.
+
+Every run writes exactly one ``result.json`` into its run directory; ``vidbench aggregate`` reads
+nothing else. Keeping the record self-describing (protocol, data policy, environment, cost) is what
+lets the leaderboard refuse to put two protocols in one column and lets a reader trust a number
+without the logs.
+
+Record, schema_version 1 (``#`` marks what is optional; unknown extra keys are allowed so newer
+writers stay readable)::
+
+    {
+      "schema_version": 1,
+      "recipe": "clip4clip-meanp_vitb32_12f_b128_5e_msrvtt-9k_1ka",   # recipe name (no seed)
+      "method": "clip4clip",           # family: clip4clip | drl | eercf | hcq
+      "variant": "meanP",              # e.g. seqTransf, WTI+seqTransf+CDCR, HCQ-on-CLIP
+      "method_label": "CLIP4Clip (meanP)",   # what the leaderboard row shows
+      "backbone": "ViT-B/32",          # or "tiny"
+      "seed": 0,
+      "config_hash": "<sha256 of the resolved config>", "git_commit": "<sha>", "git_dirty": false,
+      "dataset": "msrvtt", "split": "test-1ka", "train_split": "train-9k",
+      "caption_policy": "single",      # single | multi (t2v per caption, v2t by best caption)
+      "num_queries": 1000, "num_gallery": 1000,
+      "protocols": {                   # >= 1 entry; each is one evaluation protocol
+        "base": {"postprocess": "none",
+                 "metrics": {"t2v_R1": .., ..., "v2t_MnR": ..},     # all ten METRIC_KEYS
+                 "strict": {same ten keys},                          # optional
+                 "match_flops_per_query": float,                     # optional override
+                 "ms_per_query": float,                              # optional override
+                 "index_bytes_per_video": float},                    # optional override
+        "dsl": {...}, "rerank@50": {...}
+      },
+      "efficiency": {"params_total": int, "params_trainable": int,
+                     "text_gflops_per_query": float, "video_gflops_per_clip": float,
+                     "match_flops_per_query": float, "index_bytes_per_video": float,
+                     "ms_per_query": float, "gallery_size": int, "hardware": str},   # each may be null
+      "data": {"missing_policy": "fail" | "skip", "skipped_videos": int,
+               "skipped_ids": [str, ...], "manifest": str | null},
+      "env": {"python": str, "torch": str, "lightning": str, "transformers": str,
+              "device": str, "world_size": int, "precision": str},
+      "wall_time_s": float, "created": "ISO-8601",
+      "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
+    }
+
+Required: schema_version, recipe, method, method_label, seed, dataset, split, protocols. Everything
+else is optional but must have the documented type when present. A protocol entry may override the
+run-level ``match_flops_per_query``, ``ms_per_query`` and ``index_bytes_per_video`` (a two-stage
+re-rank costs more per query than the coarse pass alone); the override wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vidbench.errors import VidbenchError
+
+SCHEMA_VERSION = 1
+DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
+METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "MdR", "MnR")
+METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in METRIC_NAMES)
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "recipe",
+    "method",
+    "method_label",
+    "seed",
+    "dataset",
+    "split",
+    "protocols",
+)
+METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
+CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
+MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+# Cost fields a protocol entry may override (see module docstring).
+PROTOCOL_COST_FIELDS: tuple[str, ...] = ("match_flops_per_query", "ms_per_query", "index_bytes_per_video")
+
+_EFFICIENCY_INT = ("params_total", "params_trainable", "gallery_size")
+_EFFICIENCY_FLOAT = (
+    "text_gflops_per_query",
+    "video_gflops_per_clip",
+    "match_flops_per_query",
+    "index_bytes_per_video",
+    "ms_per_query",
+)
+
+
+class ResultError(VidbenchError):
+    """A result file cannot be read, does not parse, or does not follow the record schema."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        msg = f"{self.path}: {reason}"
+        if fix:
+            msg += f"\n  fix: {fix}"
+        super().__init__(msg)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _check_str(d: dict, key: str, where: str, problems: list[str], *, required: bool) -> None:
+    if key not in d:
+        if required:
+            problems.append(f"missing required field '{where}{key}'")
+        return
+    v = d[key]
+    if not isinstance(v, str) or not v.strip():
+        problems.append(f"'{where}{key}' must be a non-empty string, got {v!r}")
+
+
+def _check_metrics(m: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(m, dict):
+        problems.append(f"'{where}' must be an object with keys {', '.join(METRIC_KEYS)}")
+        return
+    missing = [k for k in METRIC_KEYS if k not in m]
+    if missing:
+        problems.append(f"'{where}' is missing {', '.join(missing)}")
+    for k in METRIC_KEYS:
+        if k in m and not _is_number(m[k]):
+            problems.append(f"'{where}.{k}' must be a finite number, got {m[k]!r}")
+
+
+def _check_protocols(p: Any, problems: list[str]) -> None:
+    if not isinstance(p, dict) or not p:
+        problems.append("'protocols' must be a non-empty object {name: {postprocess, metrics}}")
+        return
+    for name, entry in p.items():
+        where = f"protocols.{name}"
+        if not isinstance(entry, dict):
+            problems.append(f"'{where}' must be an object with a 'metrics' object")
+            continue
+        if "metrics" not in entry:
+            problems.append(f"missing required field '{where}.metrics'")
+        else:
+            _check_metrics(entry["metrics"], f"{where}.metrics", problems)
+        if "strict" in entry and entry["strict"] is not None:
+            _check_metrics(entry["strict"], f"{where}.strict", problems)
+        _check_str(entry, "postprocess", f"{where}.", problems, required=False)
+        for k in PROTOCOL_COST_FIELDS:
+            if entry.get(k) is not None and not _is_number(entry[k]):
+                problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
+
+
+def _check_efficiency(e: Any, problems: list[str]) -> None:
+    if not isinstance(e, dict):
+        problems.append("'efficiency' must be an object")
+        return
+    for k in _EFFICIENCY_INT:
+        if e.get(k) is not None and not _is_int(e[k]):
+            problems.append(f"'efficiency.{k}' must be an integer or null, got {e[k]!r}")
+    for k in _EFFICIENCY_FLOAT:
+        if e.get(k) is not None and not _is_number(e[k]):
+            problems.append(f"'efficiency.{k}' must be a finite number or null, got {e[k]!r}")
+    if e.get("hardware") is not None and not isinstance(e["hardware"], str):
+        problems.append(f"'efficiency.hardware' must be a string or null, got {e['hardware']!r}")
+
+
+def _check_data(d: Any, problems: list[str]) -> None:
+    if not isinstance(d, dict):
+        problems.append("'data' must be an object")
+        return
+    if "missing_policy" in d and d["missing_policy"] not in MISSING_POLICIES:
+        problems.append(
+            f"'data.missing_policy' must be one of {MISSING_POLICIES}, got {d['missing_policy']!r}"
+        )
+    if "skipped_videos" in d and not (_is_int(d["skipped_videos"]) and d["skipped_videos"] >= 0):
+        problems.append(f"'data.skipped_videos' must be a non-negative integer, got {d['skipped_videos']!r}")
+    if "skipped_ids" in d and not (
+        isinstance(d["skipped_ids"], list) and all(isinstance(x, str) for x in d["skipped_ids"])
+    ):
+        problems.append("'data.skipped_ids' must be a list of strings")
+    if d.get("manifest") is not None and not isinstance(d["manifest"], str):
+        problems.append(f"'data.manifest' must be a string or null, got {d['manifest']!r}")
+
+
+def _check_env(e: Any, problems: list[str]) -> None:
+    if not isinstance(e, dict):
+        problems.append("'env' must be an object")
+        return
+    for k, v in e.items():
+        if k == "world_size":
+            if not (_is_int(v) and v >= 1):
+                problems.append(f"'env.world_size' must be a positive integer, got {v!r}")
+        elif v is not None and not isinstance(v, str | int | float | bool):
+            problems.append(
+                f"'env.{k}' must be a scalar (string/number/bool) or null, got {type(v).__name__}"
+            )
+
+
+def result_problems(d: Any) -> list[str]:
+    """Schema problems of one record, without a file prefix (empty list = valid)."""
+    if not isinstance(d, dict):
+        return [f"top level must be a JSON object, got {type(d).__name__}"]
+    problems: list[str] = []
+    for key in REQUIRED_FIELDS:
+        if key not in d:
+            problems.append(f"missing required field '{key}'")
+    if "schema_version" in d and d["schema_version"] != SCHEMA_VERSION:
+        problems.append(
+            f"unsupported schema_version {d['schema_version']!r}; this vidbench reads {SCHEMA_VERSION}"
+        )
+    for key in ("recipe", "method", "method_label", "dataset", "split"):
+        if key in d:
+            _check_str(d, key, "", problems, required=True)
+    for key in ("variant", "backbone", "train_split", "config_hash", "git_commit"):
+        if d.get(key) is not None:
+            _check_str(d, key, "", problems, required=False)
+    if "seed" in d and not _is_int(d["seed"]):
+        problems.append(f"'seed' must be an integer, got {d['seed']!r}")
+    if "git_dirty" in d and d["git_dirty"] is not None and not isinstance(d["git_dirty"], bool):
+        problems.append(f"'git_dirty' must be true/false, got {d['git_dirty']!r}")
+    if "caption_policy" in d and d["caption_policy"] not in CAPTION_POLICIES:
+        problems.append(f"'caption_policy' must be one of {CAPTION_POLICIES}, got {d['caption_policy']!r}")
+    for key in ("num_queries", "num_gallery"):
+        if d.get(key) is not None and not (_is_int(d[key]) and d[key] > 0):
+            problems.append(f"'{key}' must be a positive integer, got {d[key]!r}")
+    if "protocols" in d:
+        _check_protocols(d["protocols"], problems)
+    if d.get("efficiency") is not None:
+        _check_efficiency(d["efficiency"], problems)
+    if d.get("data") is not None:
+        _check_data(d["data"], problems)
+    if d.get("env") is not None:
+        _check_env(d["env"], problems)
+    if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
+        problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
+    if d.get("created") is not None:
+        try:
+            datetime.fromisoformat(str(d["created"]))
+        except ValueError:
+            problems.append(f"'created' must be an ISO-8601 timestamp, got {d['created']!r}")
+    if d.get("paths") is not None:
+        p = d["paths"]
+        if not isinstance(p, dict) or not all(isinstance(v, str) for v in p.values()):
+            problems.append("'paths' must be an object of strings {run_dir, config, logs}")
+    return problems
+
+
+def validate_result(d: dict, source: str) -> list[str]:
+    """Problems with record ``d`` read from ``source``, each prefixed with it; empty list = valid."""
+    return [f"{source}: {p}" for p in result_problems(d)]
+
+
+def load_result(path: str | Path) -> dict:
+    """Read and validate one ``result.json``; raises :class:`ResultError` naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultError(path, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(
+            path,
+            f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+            "the run was probably interrupted before its atomic write; re-run `vidbench test` for it",
+        ) from exc
+    problems = result_problems(d)
+    if problems:
+        raise ResultError(
+            path,
+            "does not follow the result schema: " + "; ".join(problems),
+            "regenerate it with this vidbench version (see vidbench/results/schema.py)",
+        )
+    return d
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Make the rename itself durable; not every platform lets a folder be opened, which is harmless.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` so readers see the old file or the new one, never a half-written file.
+
+    The temp file lives in the same folder (so ``os.replace`` is a rename on one filesystem) and is
+    fsynced before the rename; a preempted job therefore never leaves a truncated result behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """UTF-8 text version of :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Serialise ``obj`` as strict JSON (no NaN/inf) and write it atomically.
+
+    NaN is refused rather than written because other JSON readers reject it; store ``null`` for an
+    unmeasured value instead.
+    """
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    except ValueError as exc:
+        raise ResultError(path, f"cannot serialise: {exc}", "replace NaN/inf values with null") from exc
+    except TypeError as exc:
+        raise ResultError(
+            path, f"cannot serialise: {exc}", "convert tensors/numpy values to Python numbers"
+        ) from exc
+    return write_text_atomic(path, text)
