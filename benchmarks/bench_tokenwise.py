@@ -17,10 +17,11 @@ blocked scorer on a random subset of the texts against all videos. Chunks are in
 subset has the same per-pair cost; the equality check always covers the subset.
 
 Memory: every measurement runs in a fresh subprocess. Torch's CPU allocations are invisible to
-tracemalloc, so the figure is ``ru_maxrss`` after the call minus the resident set size just before it
-(inputs already built in small chunks, ``malloc_trim`` called), with ``MALLOC_MMAP_THRESHOLD_`` fixed at
-64 KiB so that large buffers are mmapped and returned to the OS when freed (the RSS then follows live
-memory instead of glibc's cache). It includes the output matrix.
+tracemalloc, so the figure is the kernel's resident-set high-water mark (``VmHWM``) after the call minus
+the resident set just before it; the high-water mark is reset to the current RSS right before the call
+(``/proc/self/clear_refs`` = 5, after ``malloc_trim``), so building the inputs does not count.
+``MALLOC_MMAP_THRESHOLD_`` is fixed at 64 KiB so large buffers are mmapped and returned to the OS when
+freed, and the RSS follows live memory rather than glibc's cache. The figure includes the output matrix.
 
 Threads: ``--threads 1`` by default. The development box has 2 cores shared with other jobs; with two
 OpenMP threads the many small ops of the chunk loop stall on thread hand-offs when the other core is
@@ -111,9 +112,7 @@ def _lengths(spec: str, n: int, cap: int, g: torch.Generator) -> torch.Tensor:
     return x.clamp(1, cap)
 
 
-def _side(
-    n: int, length: int, len_spec: str, g: torch.Generator, chunk: int = 256
-) -> dict[str, torch.Tensor]:
+def _side(n: int, length: int, len_spec: str, g: torch.Generator, chunk: int = 256) -> dict[str, torch.Tensor]:
     """Prepared tokens built chunk by chunk, so no transient spike precedes the measurement."""
     lens = _lengths(len_spec, n, length, g)
     mask = (torch.arange(length)[None, :] < lens[:, None]).long()
@@ -132,9 +131,7 @@ def _inputs(shape: Shape, seed: int) -> tuple[dict, dict]:
     return text, video
 
 
-def _plan(
-    shape: Shape, seed: int
-) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+def _plan(shape: Shape, seed: int) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
     """Blocked text subset (None = all) and simple-loop chunks (None = full loop), fixed by the seed."""
     g = torch.Generator().manual_seed(seed + 1)
     text_subset = None
@@ -158,18 +155,31 @@ def _select(feats: dict, idx: torch.Tensor) -> dict:
 # worker: one measurement in a fresh process
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def _trim() -> None:
+def _start_peak() -> tuple[int, bool]:
+    """Current RSS (bytes), after resetting the kernel's high-water mark to it if allowed."""
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    reset = True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        reset = False
+    return _status_kib("VmRSS") * 1024, reset
+
+
+def _peak(reset: bool) -> int:
+    if reset:
+        return _status_kib("VmHWM") * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # lifetime peak (Linux: KiB)
 
 
 def _worker(job: dict) -> None:
@@ -179,17 +189,16 @@ def _worker(job: dict) -> None:
     text, video = _inputs(shape, job["seed"])
     text_subset, chunks = _plan(shape, job["seed"])
     budget = int(job["budget_mb"] * 2**20)
+    block = int(job["block_mb"] * 2**20) or None
 
     if job["scorer"] == "blocked":
         if text_subset is not None:
             text = _select(text, text_subset)
-        tokenwise_scores_blocked(
-            _select(text, torch.arange(2)), video, mode="wti", budget_bytes=budget
-        )  # warm-up
-        _trim()
-        rss0, max0 = _rss(), _maxrss()
+        warm = _select(text, torch.arange(2))
+        tokenwise_scores_blocked(warm, video, mode="wti", budget_bytes=budget, block_bytes=block)
+        rss0, reset = _start_peak()
         t0 = time.perf_counter()
-        scores = tokenwise_scores_blocked(text, video, mode="wti", budget_bytes=budget)
+        scores = tokenwise_scores_blocked(text, video, mode="wti", budget_bytes=budget, block_bytes=block)
         wall = time.perf_counter() - t0
         pairs = scores.numel()
         rows = text_subset if text_subset is not None else torch.arange(shape.n_text)
@@ -198,8 +207,7 @@ def _worker(job: dict) -> None:
         if chunks is not None:
             parts = [(_select(text, ti), _select(video, vi)) for ti, vi in chunks]
         simple_block_loop_scores(_select(text, torch.arange(2)), _select(video, torch.arange(2)), mode="wti")
-        _trim()
-        rss0, max0 = _rss(), _maxrss()
+        rss0, reset = _start_peak()
         t0 = time.perf_counter()
         if chunks is None:
             scores = simple_block_loop_scores(text, video, mode="wti", block=CHUNK)
@@ -211,14 +219,14 @@ def _worker(job: dict) -> None:
             pairs = sum(o.numel() for o in outs)
         wall = time.perf_counter() - t0
         torch.save(result, job["out"])
-    max1 = _maxrss()
+    peak = _peak(reset)
     print(
         json.dumps(
             {
                 "wall_s": wall,
                 "pairs": pairs,
-                "peak_delta_bytes": max1 - rss0,
-                "earlier_peak_headroom_bytes": max(0, max0 - rss0),
+                "peak_delta_bytes": peak - rss0,
+                "hwm_reset": reset,
                 "text_fill": text["mask"].float().mean().item(),
                 "video_fill": video["mask"].float().mean().item(),
                 "threads": torch.get_num_threads(),
@@ -280,6 +288,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller shapes for a fast check")
     parser.add_argument("--budget-mb", type=float, default=256.0, help="blocked scorer's memory budget (MiB)")
+    parser.add_argument(
+        "--block-mb", type=float, default=0.0, help="blocked scorer's block size (MiB); 0 = its default"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run; 0 = torch default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated dataset names to run")
@@ -294,14 +305,13 @@ def main() -> None:
         wanted = set(args.only.split(","))
         shapes = [s for s in shapes if s.name in wanted]
     print(
-        f"# bench_tokenwise: WTI, D={D}, fp32, budget {args.budget_mb:g} MiB, "
+        f"# bench_tokenwise: WTI, D={D}, fp32, blocked scorer budget {args.budget_mb:g} MiB, block "
+        f"{f'{args.block_mb:g} MiB' if args.block_mb else 'default (32 MiB on CPU)'}, "
         f"threads {args.threads if args.threads > 0 else 'default'}, seed {args.seed}"
         f"{' (quick)' if args.quick else ''}"
     )
     print(f"# torch {torch.__version__}, {os.cpu_count()} CPU(s): {_cpu_name()}, load avg {os.getloadavg()}")
-    header = (
-        f"{'dataset':<13} {'scorer':<15} {'pairs run':>12} {'time s':>8} {'pairs/s':>11} {'peak MB':>8}  note"
-    )
+    header = f"{'dataset':<13} {'scorer':<15} {'pairs run':>12} {'time s':>8} {'pairs/s':>11} {'peak MB':>8}  note"
     print(header)
     print("-" * len(header))
     failed = False
@@ -317,22 +327,21 @@ def main() -> None:
                     "scorer": scorer,
                     "seed": args.seed,
                     "budget_mb": args.budget_mb,
+                    "block_mb": args.block_mb,
                     "threads": args.threads,
                     "out": out,
                 }
                 res[scorer] = _run_worker(job)
                 outs[scorer] = torch.load(out)
-            for scorer, label in (("blocked", f"blocked {args.budget_mb:g}MB"), ("simple", "simple 32x32")):
+            for scorer, label in (("blocked", "blocked"), ("simple", "simple 32x32")):
                 r = res[scorer]
                 rate = r["pairs"] / r["wall_s"]
                 if r["pairs"] == total:
                     note = "full"
                 else:
                     note = f"subset {r['pairs'] / total:.1%}; full run ~{total / rate:,.0f} s (extrapolated)"
-                if r["earlier_peak_headroom_bytes"] > 16 * 2**20:
-                    note += (
-                        f"; memory may be understated by {r['earlier_peak_headroom_bytes'] / 2**20:.0f} MB"
-                    )
+                if not r["hwm_reset"]:
+                    note += "; peak RSS not resettable here: memory figure includes input building"
                 print(
                     f"{shape.name:<13} {label:<15} {_fmt_int(r['pairs']):>12} {r['wall_s']:>8.2f} "
                     f"{_fmt_int(rate):>11} {r['peak_delta_bytes'] / 2**20:>8.1f}  {note}"

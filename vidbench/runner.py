@@ -61,9 +61,7 @@ def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataM
     tokenizer = build_tokenizer(cfg.model.tokenizer or cfg.model.clip)
     method.clip.check_tokenizer(tokenizer)
     hint = f"vidbench verify-data {cfg.run.name}"
-    return RetrievalDataModule(
-        cfg.data, tokenizer, method.clip.image_size, seed=cfg.run.seed, manifest_hint=hint
-    )
+    return RetrievalDataModule(cfg.data, tokenizer, method.clip.image_size, seed=cfg.run.seed, manifest_hint=hint)
 
 
 def build_trainer(cfg: DictConfig, out: Path, *, training: bool) -> L.Trainer:
@@ -71,9 +69,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool) -> L.Trainer:
     callbacks: list[Callback] = []
     if training:
         callbacks.append(
-            ModelCheckpoint(
-                dirpath=out, save_last=True, save_top_k=0, save_on_train_epoch_end=True, every_n_epochs=1
-            )
+            ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0, save_on_train_epoch_end=True, every_n_epochs=1)
         )
         if t.stop_after_epochs:
             callbacks.append(StopAfterEpochs(t.stop_after_epochs))
@@ -129,9 +125,7 @@ def fit(cfg: DictConfig) -> Path:
 
 def _git_state() -> tuple[str | None, bool | None]:
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=REPO_ROOT,
@@ -163,19 +157,6 @@ def _environment(trainer: L.Trainer, cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _protocols(metrics: dict[str, float]) -> dict[str, dict]:
-    """Split the scoreboard's flat keys ("t2v_R1", "strict/t2v_R1", "dsl/t2v_R1") into protocols."""
-    base = {k: v for k, v in metrics.items() if "/" not in k and not k.startswith("n_")}
-    protocols: dict[str, dict] = {"base": {"postprocess": "none", "metrics": base}}
-    strict = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("strict/")}
-    if strict:
-        protocols["base"]["strict"] = strict
-    dsl = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("dsl/")}
-    if dsl:
-        protocols["dsl"] = {"postprocess": "dsl", "metrics": dsl}
-    return protocols
-
-
 def build_result(
     cfg: DictConfig,
     method: RetrievalMethod,
@@ -205,7 +186,7 @@ def build_result(
         "caption_policy": "multi" if r["multi_caption"] else "single",
         "num_queries": r["num_queries"],
         "num_gallery": r["num_gallery"],
-        "protocols": _protocols(r["metrics"]),
+        "protocols": r["protocols"],
         "data": dm.data_report(),
         "env": _environment(trainer, cfg),
         "wall_time_s": wall,
@@ -237,9 +218,7 @@ def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     _write_config(cfg, out)
     trainer = build_trainer(cfg, out, training=False)
     trainer.test(method, datamodule=dm, verbose=False)
-    record = build_result(
-        cfg, method, dm, trainer, time.perf_counter() - start, str(ckpt_path) if ckpt_path else None
-    )
+    record = build_result(cfg, method, dm, trainer, time.perf_counter() - start, str(ckpt_path) if ckpt_path else None)
     if trainer.global_rank == 0:
         write_json_atomic(out / "result.json", record)
     return record

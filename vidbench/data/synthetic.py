@@ -89,6 +89,8 @@ _STILL_TEMPLATES = (
     "{o} rests {p}",
     "{o} remains {p} without moving",
     "{o} stays {p}",
+    "{o} is visible {p}",
+    "{o} waits {p}",
 )
 _STILL_SHORT_TEMPLATES = ("{o} appears", "{o} stays still", "{o} shows up", "{o} does not move")
 _VANISH_SUFFIXES = ("and then disappears", "and then vanishes", "then disappears", "before it disappears")
@@ -107,6 +109,9 @@ YOUTUBE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 MSRVTT_CAPTIONS_PER_VIDEO = 10
 MSVD_CAPTIONS_PER_VIDEO = (6, 12)  # inclusive range: MSVD has a varying number of captions per clip
 README_MARKER = "vidbench synthetic benchmark"
+# Encoder bit rate per pixel per frame. Left unset, FFmpeg's mpeg4 rate control smears 12 px shapes into
+# blobs (a circle reads as a triangle); with this budget it sits at its best quantiser, ~10 kB per 8 s clip.
+BITS_PER_PIXEL = 1.6
 
 
 class EventDesc(NamedTuple):
@@ -375,7 +380,7 @@ def _draw_clip(
         if k > 0:
             latest = length - 2 - (n_events - 1 - k)  # leave room for the events still to come
             appear = int(rng.integers(appear + 1, max(appear + 1, min(appear + 3, latest)) + 1))
-        motion = MOTIONS[int(rng.choice(len(MOTIONS), p=[0.2, 0.2, 0.2, 0.2, 0.2]))]
+        motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
         place = PLACES[int(rng.integers(len(PLACES)))] if motion == "still" else None
         can_vanish = length - 1 >= appear + 2
         vanishes = bool(can_vanish and rng.random() < 0.3)
@@ -436,8 +441,10 @@ def plan_benchmark(
     seconds: tuple[int, int] = (6, 10),
 ) -> dict[str, dict[str, list[Clip]]]:
     """Every clip of the benchmark, without touching the disk: ``{"msrvtt"|"msvd": {split: [Clip]}}``."""
-    _check_args(n_train, n_test, n_msvd_train, n_msvd_test, size, seconds)
+    _check_args(seed, n_train, n_test, n_msvd_train, n_msvd_test, size, seconds)
     n_val = max(1, n_msvd_test // 6) if n_msvd_val is None else n_msvd_val
+    if n_val < 0:
+        raise ConfigError(f"synthetic benchmark: n_msvd_val must be >= 0, got {n_val}")
     out: dict[str, dict[str, list[Clip]]] = {"msrvtt": {}, "msvd": {}}
 
     rng = np.random.default_rng([seed, 0])
@@ -485,6 +492,7 @@ def plan_benchmark(
 
 
 def _check_args(
+    seed: int,
     n_train: int,
     n_test: int,
     n_msvd_train: int,
@@ -492,6 +500,8 @@ def _check_args(
     size: tuple[int, int],
     seconds: tuple[int, int],
 ) -> None:
+    if seed < 0:
+        raise ConfigError(f"synthetic benchmark: seed must be >= 0, got {seed}")
     if min(n_train, n_test, n_msvd_train, n_msvd_test) < 1:
         raise ConfigError("synthetic benchmark: every split needs at least one video (n_* >= 1)")
     w, h = size
@@ -529,7 +539,7 @@ def render_clip(clip: Clip, size: tuple[int, int], fps: int) -> np.ndarray:
     The background noise is fixed over time (cheap to encode, still not a flat colour).
     """
     width, height = size
-    noise = np.random.default_rng(clip.noise_seed).normal(0.0, 3.0, size=(height, width, 1))
+    noise = np.random.default_rng(clip.noise_seed).normal(0.0, 1.5, size=(height, width, 1))
     base = np.clip(np.asarray(clip.background, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
     frames = np.repeat(base[None], clip.seconds * fps, axis=0)
     for i in range(len(frames)):
@@ -537,7 +547,10 @@ def render_clip(clip: Clip, size: tuple[int, int], fps: int) -> np.ndarray:
         for ev in clip.events:
             pos = ev.position(t)
             if pos is not None:
-                mask = shape_mask(ev.desc.shape, pos[0], pos[1], ev.size, width, height)
+                # Whole-pixel centres keep the raster of a shape identical while it moves, which the
+                # encoder's motion compensation copies almost for free (about 35% smaller files).
+                cx, cy = float(np.floor(pos[0] + 0.5)), float(np.floor(pos[1] + 0.5))
+                mask = shape_mask(ev.desc.shape, cx, cy, ev.size, width, height)
                 frames[i][mask] = COLOURS[ev.desc.colour]
     return frames
 
@@ -612,7 +625,7 @@ def _write_msrvtt(root: Path, clips: dict[str, list[Clip]], seed: int, size, fps
     (root / "MSRVTT_JSFUSION_test.csv").write_text("".join(rows), encoding="utf-8")
     vdir = root / "videos" / "all"
     for j, clip in enumerate(train + test):
-        write_video(vdir / f"{clip.video_id}.mp4", render_clip(clip, size, fps), fps=fps)
+        write_video(vdir / f"{clip.video_id}.mp4", render_clip(clip, size, fps), fps=fps, bit_rate=_bit_rate(size, fps))
         _report(progress, "msrvtt", j + 1, len(train) + len(test))
     return {
         "root": str(root),
@@ -628,16 +641,14 @@ def _write_msvd(root: Path, clips: dict[str, list[Clip]], size, fps, progress) -
     root.mkdir(parents=True, exist_ok=True)
     captions: dict[str, list[list[str]]] = {}
     for split in ("train", "val", "test"):
-        (root / f"{split}_list.txt").write_text(
-            "".join(f"{c.video_id}\n" for c in clips[split]), encoding="utf-8"
-        )
+        (root / f"{split}_list.txt").write_text("".join(f"{c.video_id}\n" for c in clips[split]), encoding="utf-8")
         for c in clips[split]:
             captions[c.video_id] = [cap.lower().split() for cap in c.captions]
     (root / "raw-captions.pkl").write_bytes(pickle.dumps(captions, protocol=4))
     vdir = root / "YouTubeClips"
     every = [c for s in ("train", "val", "test") for c in clips[s]]
     for j, clip in enumerate(every):
-        write_video(vdir / f"{clip.video_id}.avi", render_clip(clip, size, fps), fps=fps)
+        write_video(vdir / f"{clip.video_id}.avi", render_clip(clip, size, fps), fps=fps, bit_rate=_bit_rate(size, fps))
         _report(progress, "msvd", j + 1, len(every))
     return {
         "root": str(root),
@@ -647,6 +658,10 @@ def _write_msvd(root: Path, clips: dict[str, list[Clip]], size, fps, progress) -
         "n_test": len(clips["test"]),
         "n_captions": sum(len(v) for v in captions.values()),
     }
+
+
+def _bit_rate(size: tuple[int, int], fps: int) -> int:
+    return int(BITS_PER_PIXEL * size[0] * size[1] * fps)
 
 
 def _report(progress: bool, name: str, done: int, total: int) -> None:
@@ -679,7 +694,16 @@ def _tree_bytes(path: Path) -> int:
 
 def _clip_record(clip: Clip) -> dict:
     rec = asdict(clip)
-    rec["events"] = [{**asdict(e), "desc": e.desc._asdict()} for e in clip.events]
+    rec["events"] = [
+        {
+            **asdict(e),
+            "desc": e.desc._asdict(),
+            "size": round(e.size, 3),
+            "start_xy": [round(v, 3) for v in e.start_xy],
+            "end_xy": [round(v, 3) for v in e.end_xy],
+        }
+        for e in clip.events
+    ]
     return rec
 
 
@@ -701,8 +725,8 @@ def generate(
 
     ``size`` is (width, height); the default is deliberately not square so the centre crop matters (all
     shapes stay inside the central square). ``n_msvd_val`` defaults to ``max(1, n_msvd_test // 6)``.
-    Same seed and arguments give the same annotation files and the same decoded frames; container bytes
-    are equal too on the same FFmpeg build and CPU count (see README.txt written next to the data).
+    Same seed and arguments give the same annotation files and rendered frames; the encoded videos are
+    byte-identical on the same FFmpeg build and encoder thread count (see README.txt next to the data).
     """
     t0 = time.perf_counter()
     size = (int(size[0]), int(size[1]))
@@ -772,7 +796,8 @@ ground_truth.json: the events (colour, shape, motion, place, timing, geometry) b
 Test splits: no two test videos share the same (colour, shape, motion) content and, where possible, no
 caption is shared between test videos. Chance R@1 = 1 / number of test videos.
 
-Determinism: the same seed and arguments give identical annotation files and identical decoded frames.
-The video container bytes are identical too when generated with the same FFmpeg build and the same number
-of CPUs (FFmpeg's mpeg4 encoder picks its slice count from the CPU count).
+Determinism: the same seed and arguments give identical annotation files, ground_truth.json and rendered
+frames everywhere. Encoded videos (container bytes and decoded frames) are identical on the same FFmpeg
+build with the same encoder thread count; FFmpeg's mpeg4 encoder cuts one slice per thread, so a writer
+that lets FFmpeg pick the thread count from the CPU count gives slightly different pixels on other machines.
 """

@@ -37,6 +37,9 @@ def write_video(
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.gop_size = gop or fps
+        # one encoder thread: the mpeg4 encoder cuts a slice per thread, so the thread count would
+        # otherwise change the bytes (and decoded pixels) from one machine to the next
+        stream.codec_context.thread_count = 1
         if bit_rate:
             stream.bit_rate = bit_rate
         for i in range(n):

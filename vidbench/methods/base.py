@@ -11,6 +11,8 @@ split once, chunked scoring, the reference metrics, and the efficiency figures o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -27,6 +29,25 @@ from vidbench.models.losses import symmetric_infonce
 from .optim import build_optimizer, build_scheduler, param_groups
 
 Features = dict[str, torch.Tensor]
+
+
+@dataclass
+class ScoringProtocol:
+    """One way of scoring the test split, reported as its own protocol (its own leaderboard table).
+
+    ``score`` maps (text block, video block) to scores. With ``whole_gallery=True`` it always receives every
+    video at once (only texts are chunked), as a two-stage recall-then-rerank needs. ``match_flops`` gives
+    the matching FLOPs per query for a gallery of N videos; ``index_bytes_per_video`` what the index stores.
+    """
+
+    name: str
+    score: Callable[[Features, Features], torch.Tensor]
+    postprocess: str = "none"
+    bytes_per_pair: int = 4
+    whole_gallery: bool = False
+    match_flops: Callable[[int], float] | None = None
+    index_bytes_per_video: float | None = None
+    dsl: bool = False  # also report dual-softmax on this protocol's scores (as protocol "dsl")
 
 
 class RetrievalMethod(L.LightningModule):
@@ -81,6 +102,20 @@ class RetrievalMethod(L.LightningModule):
         """FLOPs to score one query against ``n_gallery`` indexed videos (the method's own accounting)."""
         raise NotImplementedError
 
+    def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
+        """The evaluation protocols; the first is the method's main one (``base``). Methods add more
+        (EERCF's ``rerank@k``, HCQ's code-based retrieval)."""
+        return [
+            ScoringProtocol(
+                name="base",
+                score=self.score,
+                bytes_per_pair=self.score_bytes_per_pair(),
+                match_flops=lambda n: self.match_flops_per_query(n, text, video),
+                index_bytes_per_video=self.index_bytes_per_video(video),
+                dsl=bool(self.cfg.eval.dsl),
+            )
+        ]
+
     # ---- shared helpers --------------------------------------------------------------------------------
     def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
         """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
@@ -112,9 +147,7 @@ class RetrievalMethod(L.LightningModule):
         groups = param_groups(self, lr=o.lr, coef_lr=o.coef_lr, weight_decay=o.weight_decay)
         optimizer = build_optimizer(o.optimizer, groups, betas=o.betas, eps=o.eps)
         total = int(self.trainer.estimated_stepping_batches)
-        scheduler = build_scheduler(
-            optimizer, total_steps=total, warmup=o.warmup_proportion, schedule=o.schedule
-        )
+        scheduler = build_scheduler(optimizer, total_steps=total, warmup=o.warmup_proportion, schedule=o.schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- evaluation ------------------------------------------------------------------------------------
@@ -150,44 +183,61 @@ class RetrievalMethod(L.LightningModule):
         text = self._collect(self._eval_parts[0])
         video = self._collect(self._eval_parts[1])
         self._eval_parts = {0: [], 1: []}
-        caption_video = self.trainer.datamodule.test_caption_video().to(self.device)
-        n_text = next(iter(text.values())).shape[0]
+        dm = self.trainer.datamodule
+        caption_video = dm.test_caption_video().to(self.device)
+        n_text, n_video = next(iter(text.values())).shape[0], next(iter(video.values())).shape[0]
         world, rank = self.trainer.world_size, self.trainer.global_rank
         # each rank scores its share of the queries against the whole gallery; the scoreboard syncs rows
         rows = torch.arange(rank, n_text, world, device=self.device)
+        my_text = index_select_features(text, rows)
         e = self.cfg.eval
-        sims = chunked_scores(
-            self.score,
-            index_select_features(text, rows),
-            video,
-            budget_bytes=e.budget_mb * 2**20,
-            bytes_per_pair=self.score_bytes_per_pair(),
-            text_chunk=e.text_chunk,
-            video_chunk=e.video_chunk,
-            out_device=self.device,
-        )
-        postprocess = ["none"] + (["dsl"] if e.dsl else [])
-        board = RetrievalScoreboard(
-            caption_video=caption_video,
-            strict=e.strict,
-            postprocess=postprocess,
-            postprocess_kwargs={"dsl": {"temperature": e.dsl_temperature}},
-            multi_caption=self.trainer.datamodule.test_multi_caption(),
-        ).to(self.device)
-        board.update(sims, rows)
-        metrics = board.compute()
+        results: dict[str, dict[str, Any]] = {}
+        for proto in self.protocols(text, video):
+            sims = chunked_scores(
+                proto.score,
+                my_text,
+                video,
+                budget_bytes=e.budget_mb * 2**20,
+                bytes_per_pair=proto.bytes_per_pair,
+                text_chunk=e.text_chunk,
+                video_chunk=n_video if proto.whole_gallery else e.video_chunk,
+                out_device=self.device,
+            )
+            board = RetrievalScoreboard(
+                caption_video=caption_video,
+                strict=e.strict,
+                postprocess=["dsl"] if proto.dsl else [],
+                postprocess_kwargs={"dsl": {"temperature": e.dsl_temperature}},
+                multi_caption=dm.test_multi_caption(),
+            ).to(self.device)
+            board.update(sims, rows)
+            flat = board.compute()
+            entry: dict[str, Any] = {"postprocess": proto.postprocess, "metrics": _plain(flat)}
+            strict = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("strict/")}
+            if strict:
+                entry["strict"] = strict
+            if proto.match_flops is not None:
+                entry["match_flops_per_query"] = float(proto.match_flops(n_video))
+            if proto.index_bytes_per_video is not None:
+                entry["index_bytes_per_video"] = float(proto.index_bytes_per_video)
+            results[proto.name] = entry
+            dsl = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("dsl/")}
+            if dsl:
+                results["dsl" if proto.name == "base" else f"{proto.name}+dsl"] = {
+                    "postprocess": "dsl",
+                    "metrics": dsl,
+                    **{k: v for k, v in entry.items() if k.startswith(("match_", "index_"))},
+                }
         self.test_results = {
-            "metrics": {k: float(v) for k, v in metrics.items()},
+            "protocols": results,
             "num_queries": n_text,
-            "num_gallery": next(iter(video.values())).shape[0],
-            "multi_caption": self.trainer.datamodule.test_multi_caption(),
+            "num_gallery": n_video,
+            "multi_caption": dm.test_multi_caption(),
         }
-        for key, value in self.test_results["metrics"].items():
-            if "/" not in key and not key.startswith("n_"):
-                self.log(f"test/{key}", value, rank_zero_only=True, sync_dist=False)
+        for key, value in results[next(iter(results))]["metrics"].items():
+            self.log(f"test/{key}", float(value), rank_zero_only=True, sync_dist=False)
         if self.cfg.eval.efficiency and rank == 0:
             self.test_results["efficiency"] = self.measure_efficiency(text, video)
-        self._test_features = (text, video)
 
     # ---- efficiency --------------------------------------------------------------------------------------
     def index_bytes_per_video(self, video: Features) -> float:
@@ -207,11 +257,12 @@ class RetrievalMethod(L.LightningModule):
         video_flops = count_flops(lambda: self.encode_video(frames, fmask)).total
         n_gallery = next(iter(video.values())).shape[0]
         query = slice_features(text, 0, 1)
-        counted_match = count_flops(lambda: self.score(query, video)).total
-        formula_match = self.match_flops_per_query(n_gallery, text, video)
+        main = self.protocols(text, video)[0]
+        counted_match = count_flops(lambda: main.score(query, video)).total
+        formula_match = main.match_flops(n_gallery) if main.match_flops else counted_match
 
         def one_query() -> None:
-            self.score(self.encode_text(ids, mask), video)
+            main.score(self.encode_text(ids, mask), video)
 
         ms = time_per_query(one_query, 1, device=self.device)
         return {
@@ -221,8 +272,13 @@ class RetrievalMethod(L.LightningModule):
             "video_gflops_per_clip": video_flops / 1e9,
             "match_flops_per_query": float(formula_match),
             "match_flops_per_query_counted": float(counted_match),
-            "index_bytes_per_video": self.index_bytes_per_video(video),
+            "index_bytes_per_video": main.index_bytes_per_video or self.index_bytes_per_video(video),
             "ms_per_query": ms,
             "gallery_size": n_gallery,
             "hardware": hardware_name(self.device),
         }
+
+
+def _plain(flat: dict[str, float]) -> dict[str, float]:
+    """The unprefixed metric keys (t2v_R1, ..., n_queries_v2t) of a scoreboard result."""
+    return {k: float(v) for k, v in flat.items() if "/" not in k}
