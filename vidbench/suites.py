@@ -1,0 +1,46 @@
+"""Reproduce suites: which recipes and seeds make up `make reproduce-<dataset>` and `make slurm-<dataset>`.
+
+A suite file ``recipes/suites/<name>.yaml`` lists recipe names and seeds; methods add their recipes to the
+list of each dataset they cover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from vidbench.config import RECIPES_DIR, find_recipe
+from vidbench.errors import ConfigError
+
+SUITES_DIR = RECIPES_DIR / "suites"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    recipes: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def runs(self, seeds: list[int] | None = None) -> list[tuple[str, int]]:
+        """Every (recipe, seed) pair, recipe-major, with ``seeds`` overriding the suite's own."""
+        return [(r, s) for r in self.recipes for s in (seeds if seeds is not None else self.seeds)]
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(f"suite '{name_or_path}' not found; choose one of {list_suites()} or pass a YAML path")
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds"} or not raw.get("recipes"):
+        raise ConfigError(f"{path}: a suite holds exactly 'recipes' (a non-empty list) and 'seeds'")
+    for recipe in raw["recipes"]:
+        find_recipe(recipe)  # fail early, naming the recipe
+    return Suite(path.stem, tuple(raw["recipes"]), tuple(int(s) for s in raw.get("seeds", [0])))
