@@ -46,9 +46,7 @@ def _corr_loop(za, zb, weights=None, denom=None):
     n, d = len(za), len(za[0])
     weights = weights if weights is not None else [1.0] * n
     denom = denom if denom is not None else n
-    return [
-        [sum(weights[r] * za[r][k] * zb[r][m] for r in range(n)) / denom for m in range(d)] for k in range(d)
-    ]
+    return [[sum(weights[r] * za[r][k] * zb[r][m] for r in range(n)) / denom for m in range(d)] for k in range(d)]
 
 
 def _barlow_loop(c, alpha1, alpha2):
@@ -110,12 +108,8 @@ def _batch(seed: int, bsz: int = 4, lt: int = 5, lv: int = 4, d: int = 6):
     v = l2_normalize(torch.randn(bsz, lv, d, generator=g, dtype=torch.float64))
     tm = (torch.arange(lt)[None] < torch.tensor([5, 3, 4, 2])[:bsz, None]).long()
     vm = (torch.arange(lv)[None] < torch.tensor([4, 2, 3, 3])[:bsz, None]).long()
-    wt = torch.softmax(
-        torch.randn(bsz, lt, generator=g, dtype=torch.float64).masked_fill(tm == 0, -math.inf), -1
-    )
-    wv = torch.softmax(
-        torch.randn(bsz, lv, generator=g, dtype=torch.float64).masked_fill(vm == 0, -math.inf), -1
-    )
+    wt = torch.softmax(torch.randn(bsz, lt, generator=g, dtype=torch.float64).masked_fill(tm == 0, -math.inf), -1)
+    wv = torch.softmax(torch.randn(bsz, lv, generator=g, dtype=torch.float64).masked_fill(vm == 0, -math.inf), -1)
     return t, tm, v, vm, wt, wv
 
 
@@ -309,8 +303,14 @@ def test_variant_zero_and_bad_arguments():
     with pytest.raises(ConfigError, match="weights"):
         cdcr_loss(3, text_tokens=t, text_mask=tm, video_frames=v, video_mask=vm, alpha1=1.0, alpha2=0.0)
     with pytest.raises(DataError, match="pairs text b with video b"):
-        cdcr_loss(
-            2, text_tokens=t, text_mask=tm, video_frames=v[:3], video_mask=vm[:3], alpha1=1.0, alpha2=0.0
-        )
+        cdcr_loss(2, text_tokens=t, text_mask=tm, video_frames=v[:3], video_mask=vm[:3], alpha1=1.0, alpha2=0.0)
     with pytest.raises(ConfigError, match="needs text_tokens"):
         cdcr_loss(2, text_tokens=t, alpha1=1.0, alpha2=0.0)
+
+
+def test_standardize_constant_channel_is_zero_not_nan():
+    x = torch.randn(5, 3)
+    x[:, 1] = 0.7  # constant channel: the reference divides 0 by 0 here
+    z = standardize(x)
+    assert torch.isfinite(z).all() and torch.equal(z[:, 1], torch.zeros(5))
+    torch.testing.assert_close(z[:, 0], (x[:, 0] - x[:, 0].mean()) / x[:, 0].std())

@@ -178,7 +178,7 @@ def _feats(t, tm, w):
 @pytest.mark.parametrize("mode", ["ti", "wti"])
 @pytest.mark.parametrize("padding", ["zero", "neg_inf"])
 def test_blocked_equals_direct_for_several_budgets(mode, padding):
-    t, tm, v, vm, wt, wv = _batch(4, a=37, b=23, lt=9, lv=7, d=16, scramble=(padding == "zero"))
+    t, tm, v, vm, wt, wv = _batch(4, a=37, b=23, lt=9, lv=7, d=16, scramble=True)
     ref = tokenwise_similarity(t, tm, v, vm, mode=mode, text_weights=wt, video_weights=wv, padding=padding)
     text, video = _feats(t, tm, wt), _feats(v, vm, wv)
     budgets = [
@@ -248,8 +248,7 @@ def test_wti_heads_receive_gradients_through_the_similarity():
     logits = 100.0 * s  # the caller's logit scale
     labels = torch.arange(4)
     loss = (
-        torch.nn.functional.cross_entropy(logits, labels)
-        + torch.nn.functional.cross_entropy(logits.t(), labels)
+        torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.t(), labels)
     ) / 2
     loss.backward()
     for head in (text_head, video_head):

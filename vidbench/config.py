@@ -116,7 +116,59 @@ class Clip4ClipMethod:
     temporal_layers: int = 4
 
 
-METHOD_SCHEMAS: dict[str, type] = {"clip4clip": Clip4ClipMethod}
+@dataclass
+class DRLMethod:
+    name: str = "drl"
+    interaction: str = "wti"  # dp | ti | wti
+    agg_module: str = "seqTransf"  # none | seqTransf
+    temporal_layers: int = 4
+    wti_arch: int = 2  # 1: Linear; 2: Linear-ReLU-Linear (published); 3: two hidden layers
+    padding: str = "zero"  # zero: padded similarities are 0 inside the max (reference) | neg_inf
+    cdcr: int = 3  # 0 off; 1 random token/frame pairs; 2 argmax pairs (TI); 3 weighted argmax pairs (WTI)
+    cdcr_alpha1: float = 0.11  # diagonal weight (README main command; the script uses 0.14)
+    cdcr_alpha2: float = 0.0  # off-diagonal weight (0 in every published config)
+    cdcr_lambda: float = 0.001
+
+
+@dataclass
+class EercfRerankMix:
+    """EERCF's test-time rerank mix (spec A.5; the reference hard-codes these, unlike its training mix)."""
+
+    video: float = 0.5
+    frame_weak: float = 0.8
+    frame_tib: float = 0.2
+    patch_weak: float = 0.2
+    patch_tib: float = 0.0
+
+
+@dataclass
+class EercfMethod:
+    name: str = "eercf"
+    temporal_layers: int = 4  # seqTransf blocks (cross_num_hidden_layers)
+    # training mix (spec A.4): L = weak * sym(weak mix) + strong * sym(strong mix) + pearson * L_intra
+    video_weight: float = 0.5
+    weakframe_weight: float = 0.5
+    weakpatch_weight: float = 0.05
+    strongframe_weight: float = 1.0
+    strongpatch_weight: float = 0.0
+    weak_loss_weight: float = 0.8
+    strong_loss_weight: float = 0.2
+    pearson_weight: float = 0.001  # cdcl_loss_weight
+    pearson_diag: float = 0.14
+    pearson_offdiag: float = 0.0
+    pearson_video: float = 1.0  # (text, coarse video)
+    pearson_frame: float = 1.0  # (text, frame TIB)
+    pearson_patch: float = 0.0  # (text, patch TIB)
+    frame_weak_temperature: float = 0.01
+    patch_temperature: float = 0.01
+    frame_tib_temperature: float = 0.1
+    mask_padded_frames: bool = False  # False: padded frames enter the softmaxes (reference)
+    rerank_k: int = 50  # two-stage: candidates recalled per text by the coarse score
+    rerank_mix: EercfRerankMix = field(default_factory=EercfRerankMix)
+    index_patches: bool = True  # keep patch features in the test index (needed by the patch rerank terms)
+
+
+METHOD_SCHEMAS: dict[str, type] = {"clip4clip": Clip4ClipMethod, "drl": DRLMethod, "eercf": EercfMethod}
 
 
 def register_method_schema(name: str, schema: type) -> None:

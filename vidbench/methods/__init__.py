@@ -12,6 +12,14 @@ def method_class(name: str) -> type[RetrievalMethod]:
         from .clip4clip import Clip4Clip
 
         return Clip4Clip
+    if name == "drl":
+        from .drl import DRL
+
+        return DRL
+    if name == "eercf":
+        from .eercf import EERCF
+
+        return EERCF
     raise ValueError(f"unknown method '{name}'")
 
 

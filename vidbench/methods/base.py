@@ -132,6 +132,13 @@ class RetrievalMethod(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.global_loss_terms(batch)
         loss = torch.stack(list(terms.values())).sum()
+        if not torch.isfinite(loss):
+            values = {k: float(v) for k, v in terms.items()}
+            raise FloatingPointError(
+                f"non-finite training loss at step {self.global_step} (terms {values}); batch caption indices "
+                f"{batch['index'].tolist() if 'index' in batch else '?'}. Lower the learning rate or check those "
+                "captions/videos; the last good checkpoint is the run directory's last.ckpt"
+            )
         bs = batch["input_ids"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=bs)

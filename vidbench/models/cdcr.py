@@ -57,7 +57,12 @@ __all__ = [
 
 
 def standardize(x: Tensor) -> Tensor:
-    """Per channel over rows: ``(x - mean) / std`` with the unbiased (N-1) std, ``[N, D] -> [N, D]``."""
+    """Per channel over rows: ``(x - mean) / std`` with the unbiased (N-1) std, ``[N, D] -> [N, D]``.
+
+    A channel that is constant over the rows (std 0; e.g. every frame of a batch picked the same partner
+    token) is left at 0 instead of 0/0: the reference returns NaN there and the NaN poisons every weight
+    through the loss. Everywhere the reference is finite the result is identical.
+    """
     if x.dim() != 2:
         raise DataError(f"standardize expects [N, D], got shape {tuple(x.shape)}")
     if x.shape[0] < 2:
@@ -65,7 +70,8 @@ def standardize(x: Tensor) -> Tensor:
             f"standardize needs at least 2 rows for an unbiased std, got {x.shape[0]}; "
             "fix: CDCR needs a (global) batch of at least 2 pairs"
         )
-    return (x - x.mean(0)) / x.std(0)
+    std = x.std(0)
+    return (x - x.mean(0)) / torch.where(std > 0, std, torch.ones_like(std))
 
 
 def barlow_terms(c: Tensor, alpha1: float, alpha2: float) -> Tensor:
@@ -113,21 +119,17 @@ def random_valid_index(mask: Tensor, generator: torch.Generator | None = None) -
 def _check_pairs(xa: Tensor, xb: Tensor) -> None:
     if xa.dim() != 2 or xa.shape != xb.shape:
         raise DataError(
-            "paired sets must both be [N, D] with the same shape, "
-            f"got {tuple(xa.shape)} and {tuple(xb.shape)}"
+            f"paired sets must both be [N, D] with the same shape, got {tuple(xa.shape)} and {tuple(xb.shape)}"
         )
 
 
 def _check_batch(text_tokens: Tensor, text_mask: Tensor, video_frames: Tensor, video_mask: Tensor) -> None:
     for name, x, m in (("text_tokens", text_tokens, text_mask), ("video_frames", video_frames, video_mask)):
         if x.dim() != 3 or tuple(m.shape) != tuple(x.shape[:2]):
-            raise DataError(
-                f"{name} must be [B, L, D] with a [B, L] mask, got {tuple(x.shape)} / {tuple(m.shape)}"
-            )
+            raise DataError(f"{name} must be [B, L, D] with a [B, L] mask, got {tuple(x.shape)} / {tuple(m.shape)}")
     if text_tokens.shape[0] != video_frames.shape[0]:
         raise DataError(
-            "CDCR pairs text b with video b: "
-            f"got {text_tokens.shape[0]} texts and {video_frames.shape[0]} videos"
+            f"CDCR pairs text b with video b: got {text_tokens.shape[0]} texts and {video_frames.shape[0]} videos"
         )
     if text_tokens.shape[-1] != video_frames.shape[-1]:
         raise DataError(f"feature dims differ: {text_tokens.shape[-1]} vs {video_frames.shape[-1]}")
@@ -189,9 +191,7 @@ def cdcr_loss(
         if text_eot is None or video_pooled is None:
             raise ConfigError("the dp pairing needs both text_eot [B, D] and video_pooled [B, D]")
         if text_tokens is not None or video_frames is not None:
-            raise ConfigError(
-                "pass either text_eot/video_pooled (dp) or text_tokens/video_frames (ti/wti), not both"
-            )
+            raise ConfigError("pass either text_eot/video_pooled (dp) or text_tokens/video_frames (ti/wti), not both")
         return barlow_terms(cross_correlation(text_eot, video_pooled), alpha1, alpha2)
 
     if text_tokens is None or text_mask is None or video_frames is None or video_mask is None:
@@ -212,12 +212,8 @@ def cdcr_loss(
         return barlow_terms(c, alpha1, alpha2)
 
     if text_weights is None or video_weights is None:
-        raise ConfigError(
-            "cdcr variant 3 (wti) needs text_weights and video_weights (the WTI softmax weights)"
-        )
-    if tuple(text_weights.shape) != tuple(text_mask.shape) or tuple(video_weights.shape) != tuple(
-        video_mask.shape
-    ):
+        raise ConfigError("cdcr variant 3 (wti) needs text_weights and video_weights (the WTI softmax weights)")
+    if tuple(text_weights.shape) != tuple(text_mask.shape) or tuple(video_weights.shape) != tuple(video_mask.shape):
         raise DataError(
             f"weights must match the masks: text {tuple(text_weights.shape)} vs {tuple(text_mask.shape)}, "
             f"video {tuple(video_weights.shape)} vs {tuple(video_mask.shape)}"

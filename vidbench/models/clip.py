@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-# Shared offline HF-file resolution (the tokenizer uses the same rules and messages).
-from vidbench.data.text import TINY_VOCAB_SIZE, download_hint, resolve_local_folder
 from vidbench.errors import ConfigError, MissingWeightsError
+
+# Shared offline HF-file resolution (the tokenizer uses the same rules and messages).
+from vidbench.hub import TINY_VOCAB_SIZE, download_hint, resolve_local_folder
 
 if TYPE_CHECKING:
     from vidbench.data.text import TextTokenizer

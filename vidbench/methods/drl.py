@@ -1,0 +1,141 @@
+"""DRL (Wang et al. 2022): token-wise interaction (TI / WTI) and channel decorrelation (CDCR).
+
+Spec methods-clip4clip-drl.md section 3. Text keeps every token feature with its mask; video keeps its
+frames after the aggregation module (seqTransf, shared with CLIP4Clip, or none). In training the features
+are gathered over the global batch first, and the WTI weight heads run on the gathered, unnormalised
+features (so with ``trainer.gather_grad=reference`` they get the reference's full gradient while the
+encoders get 1/W). The logit scale multiplies the scores in training only. At test time each item's tokens
+are normalised, masked and weighted once at encode time, and ``tokenwise_scores_blocked`` scores the split
+without building ``[n_text, n_video, L_t, L_v]``.
+
+Interaction ``dp`` is DRL's CLIP4Clip-meanP-equivalent baseline (EOT vector vs mean of frames).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vidbench.models.cdcr import cdcr_loss
+from vidbench.models.interaction import (
+    WTIHead,
+    dp_similarity,
+    dp_video_embedding,
+    l2_normalize,
+    prepare_tokens,
+    select_eot,
+    tokenwise_scores_blocked,
+    tokenwise_similarity,
+)
+from vidbench.models.losses import symmetric_infonce
+from vidbench.models.temporal import SeqTransf
+
+from .base import Features, RetrievalMethod
+
+_INTERACTIONS = {"dp": "DP", "ti": "TI", "wti": "WTI"}
+_AGGREGATIONS = {"none": "None", "seqTransf": "seqTransf"}
+
+
+class DRL(RetrievalMethod):
+    method_name = "drl"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        m = self.cfg.method
+        if m.interaction not in _INTERACTIONS:
+            raise ValueError(f"method.interaction must be one of {sorted(_INTERACTIONS)}, got {m.interaction!r}")
+        if m.agg_module not in _AGGREGATIONS:
+            raise ValueError(f"method.agg_module must be one of {sorted(_AGGREGATIONS)}, got {m.agg_module!r}")
+        self.interaction, self.padding = m.interaction, m.padding
+        self.temporal = None
+        if m.agg_module == "seqTransf":
+            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            if self.clip.pretrained:
+                self.temporal.init_from_clip_text(self.clip)
+        if self.interaction == "wti":
+            # reference attribute names, so a DRL checkpoint's head weights map one to one
+            self.text_weight_fc = WTIHead(self.clip.embed_dim, arch=m.wti_arch)
+            self.video_weight_fc = WTIHead(self.clip.embed_dim, arch=m.wti_arch)
+
+    @property
+    def variant(self) -> str:
+        m = self.cfg.method
+        parts = [_INTERACTIONS[m.interaction], _AGGREGATIONS[m.agg_module]]
+        if m.cdcr:
+            parts.append("CDCR")
+        return "+".join(parts)
+
+    @property
+    def method_label(self) -> str:
+        return f"DRL ({self.variant})"
+
+    # ---- encoders: raw features in training (the loss works on the gathered batch), prepared at test time
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Features:
+        out = self.clip.encode_text(input_ids, attention_mask)
+        tokens, mask = out.tokens, attention_mask
+        if self.training:
+            return {"tokens": tokens, "mask": mask}
+        if self.interaction == "dp":
+            return {"eot": l2_normalize(select_eot(tokens, mask))}
+        feats = {"tokens": prepare_tokens(tokens, mask), "mask": mask}
+        if self.interaction == "wti":
+            feats["weights"] = self.text_weight_fc(tokens, mask)
+        return feats
+
+    def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor) -> Features:
+        frames = self.clip.encode_frames(self.pixels(video, video_mask)).cls
+        if self.temporal is not None:
+            frames = self.temporal(frames, video_mask)
+        if self.training:
+            return {"frames": frames, "mask": video_mask}
+        if self.interaction == "dp":
+            return {"video": dp_video_embedding(frames, video_mask)}
+        feats = {"frames": prepare_tokens(frames, video_mask), "mask": video_mask}
+        if self.interaction == "wti":
+            feats["weights"] = self.video_weight_fc(frames, video_mask)
+        return feats
+
+    # ---- scores ------------------------------------------------------------------------------------------
+    def score(self, text: Features, video: Features) -> torch.Tensor:
+        if self.interaction == "dp":
+            return text["eot"] @ video["video"].t()
+        return tokenwise_scores_blocked(
+            text, video, mode=self.interaction, padding=self.padding, budget_bytes=self.cfg.eval.budget_mb * 2**20
+        )
+
+    def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
+        m = self.cfg.method
+        t, tm, v, vm = text["tokens"], text["mask"], video["frames"], video["mask"]
+        if self.interaction == "dp":
+            eot = select_eot(t, tm)
+            sim = dp_similarity(eot, v, vm)
+            cdcr_inputs = {"text_eot": l2_normalize(eot), "video_pooled": dp_video_embedding(v, vm)}
+        else:
+            wt = self.text_weight_fc(t, tm) if self.interaction == "wti" else None
+            wv = self.video_weight_fc(v, vm) if self.interaction == "wti" else None
+            sim = tokenwise_similarity(
+                t, tm, v, vm, mode=self.interaction, text_weights=wt, video_weights=wv, padding=self.padding
+            )
+            cdcr_inputs = {
+                "text_tokens": l2_normalize(t),
+                "text_mask": tm,
+                "video_frames": l2_normalize(v),
+                "video_mask": vm,
+                "text_weights": wt,
+                "video_weights": wv,
+                "padding": self.padding,
+            }
+        terms = {"loss_infonce": symmetric_infonce(self.clip.logit_scale.exp() * sim)}
+        if m.cdcr:
+            raw = cdcr_loss(m.cdcr, alpha1=m.cdcr_alpha1, alpha2=m.cdcr_alpha2, **cdcr_inputs)
+            terms["loss_cdcr"] = m.cdcr_lambda * raw
+        return terms
+
+    def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
+        """dp: 2*N*D. TI/WTI: the blocked scorer's matmul on valid positions only, 2*D*mean(L_t)*sum(L_v)
+        scaled to N videos (padding is skipped exactly, so padded positions cost nothing)."""
+        if self.interaction == "dp":
+            return 2.0 * n_gallery * video["video"].shape[-1]
+        d = video["frames"].shape[-1]
+        mean_lt = text["mask"].sum(-1).float().mean().item()
+        mean_lv = video["mask"].sum(-1).float().mean().item()
+        return 2.0 * d * mean_lt * mean_lv * n_gallery
