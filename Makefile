@@ -5,7 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo synth leaderboard clean
+DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
+
+.PHONY: setup test lint demo synth leaderboard clean $(addprefix reproduce-,$(DATASETS))
 
 setup: $(STAMP)
 
@@ -27,6 +29,20 @@ lint: setup
 
 synth: setup
 	$(BIN)/vidbench synth --out data/synth --seed 0
+
+# The main job, offline: the synthetic benchmark, every method's tiny recipe on CPU, then the leaderboard.
+demo: setup
+	@test -f data/synth/README.txt || $(BIN)/vidbench synth --out data/synth --seed 0
+	$(BIN)/vidbench reproduce demo --runs runs --out results
+
+# make reproduce-msrvtt DATA_ROOT=/datasets [CLIP=/weights|tiny] [SEEDS="0 1 2"] [GPUS=4] [ARGS="key=value ..."]
+$(addprefix reproduce-,$(DATASETS)): reproduce-%: setup
+	$(BIN)/vidbench reproduce $* --data-root "$(DATA_ROOT)" $(if $(CLIP),--clip $(CLIP)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(GPUS),--gpus $(GPUS)) --runs $(or $(RUNS),runs) --out $(or $(OUT),results) $(ARGS)
+
+# Re-aggregate whatever is in runs/ into results/.
+leaderboard: setup
+	$(BIN)/vidbench aggregate --runs $(or $(RUNS),runs) --out $(or $(OUT),results)
 
 clean:
 	rm -rf runs data/synth

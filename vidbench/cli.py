@@ -77,6 +77,30 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        if not args.data_root:  # checked before the heavy imports: the answer comes within a second
+            raise VidbenchError(
+                "DATA_ROOT is empty: pass DATA_ROOT=/path/to/datasets (holding msrvtt/, msvd/, ...; see the "
+                "README's 'Data layout'), or run `make demo` to try the suite on the synthetic benchmark"
+            )
+        overrides.insert(0, f"paths.data_root={args.data_root}")
+    from vidbench.reproduce import run_suite
+    from vidbench.results.aggregate import aggregate, format_report
+    from vidbench.suites import load_suite
+
+    if args.gpus:
+        overrides += [f"trainer.devices={args.gpus}", "trainer.accelerator=gpu"]
+    rows = run_suite(load_suite(args.suite), overrides=overrides, seeds=args.seeds, clip=args.clip, runs_dir=args.runs)
+    report = aggregate(Path(args.runs), Path(args.out))
+    print(format_report(report))
+    failed = [r for r in rows if r[2].startswith("failed")]
+    for recipe, seed, status in failed:
+        print(f"FAILED: {recipe} seed {seed}: {status}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from vidbench.config import RECIPES_DIR, list_recipes
 
@@ -118,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs")
     p.add_argument("--out", default="results")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("reproduce", help="fit + test every recipe x seed of a suite, then aggregate")
+    p.add_argument("suite", help="suite name under recipes/suites/ (demo, msrvtt, msvd, ...) or a YAML path")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides applied to every recipe")
+    p.add_argument("--data-root", help="folder holding <dataset>/ folders (sets paths.data_root)")
+    p.add_argument("--clip", help="'tiny', or a folder holding clip-vit-base-patch32/ and clip-vit-base-patch16/")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the suite's)")
+    p.add_argument("--gpus", type=int, help="GPUs per run (DDP); default: all that are visible")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--out", default="results")
+    p.set_defaults(func=cmd_reproduce)
+
+    from vidbench.slurm import add_run_task_parser, add_submit_parser  # light: no Lightning import
+
+    add_submit_parser(sub)
+    add_run_task_parser(sub)
 
     p = sub.add_parser("list", help="list the recipes")
     p.set_defaults(func=cmd_list)

@@ -371,3 +371,9 @@ def _load_pretrained_clip(name: str, attn_implementation: str) -> nn.Module:
             f"  fix: re-download it: {download_hint(name)}"
         )
     return model
+
+
+def ensure_local_weights(name: str) -> None:
+    """Fail fast (before any data work) when a named checkpoint is not available offline."""
+    if name != "tiny":
+        resolve_local_folder(name, _WEIGHT_FILE_SETS, "CLIP weights")

@@ -1,0 +1,60 @@
+"""`make reproduce-msrvtt`: stops at once without data; with MSRVTT-layout fixtures and the tiny backbone it
+runs the whole suite to a leaderboard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import TINY
+from vidbench.suites import load_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _make(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATA_ROOT", "CLIP", "SEEDS", "GPUS", "ARGS"}}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_reproduce_without_data_stops_with_a_clear_message():
+    start = time.perf_counter()
+    proc = _make("reproduce-msrvtt", timeout=120)
+    assert proc.returncode != 0
+    assert time.perf_counter() - start < 30
+    assert "DATA_ROOT" in proc.stderr and "make demo" in proc.stderr
+
+
+def test_reproduce_missing_folder_names_files_and_weights(tmp_path):
+    proc = _make("reproduce-msrvtt", f"DATA_ROOT={tmp_path}", timeout=300)
+    assert proc.returncode != 0
+    assert "MSRVTT_JSFUSION_test.csv" in proc.stderr and "clip-vit-base-patch32" in proc.stderr
+    assert "make demo" in proc.stderr
+
+
+def test_reproduce_msrvtt_on_fixture_data_runs_to_a_leaderboard(fixture_data_root, tmp_path):
+    skip_tiny = [o for o in TINY if not o.startswith("model.")]
+    extra = ["data.missing_policy_test=skip", "eval.efficiency=false", f"data.cache_dir={tmp_path}/c"]
+    args = " ".join([*skip_tiny, *extra])
+    proc = _make(
+        "reproduce-msrvtt",
+        f"DATA_ROOT={fixture_data_root}",
+        "CLIP=tiny",
+        "SEEDS=0",
+        f"RUNS={tmp_path / 'runs'}",
+        f"OUT={tmp_path / 'results'}",
+        f"ARGS={args}",
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    suite = load_suite("msrvtt")
+    results = sorted((tmp_path / "runs").rglob("result.json"))
+    assert len(results) == len(suite.recipes)
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "msrvtt" in board and "CLIP4Clip (meanP)" in board and "DRL (WTI+seqTransf+CDCR)" in board
+    assert (tmp_path / "results" / "results.csv").exists()
+    assert any((tmp_path / "results" / "plots").glob("*.png"))

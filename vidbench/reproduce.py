@@ -1,0 +1,113 @@
+"""Run a suite (recipes x seeds) one run at a time, then aggregate: `make demo` and `make reproduce-<dataset>`.
+
+Each run is its own `vidbench fit --test` process, so multi-GPU DDP launches cleanly and a crash in one run
+does not take the others down. Runs that already have a result.json are skipped: re-running a suite after an
+interruption finishes what is missing. Before anything starts, a preflight composes every recipe and checks
+that the annotation files, the videos and the CLIP weights are where they should be, and stops within
+seconds with what to put where if not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vidbench.config import compose, run_dir
+from vidbench.data.datasets import load_split
+from vidbench.errors import DataError, VidbenchError
+from vidbench.models.clip import ensure_local_weights
+from vidbench.suites import Suite
+
+HF_FOLDER = {
+    "openai/clip-vit-base-patch32": "clip-vit-base-patch32",
+    "openai/clip-vit-base-patch16": "clip-vit-base-patch16",
+}
+
+
+def clip_override(recipe_clip: str, clip: str | None) -> list[str]:
+    """``CLIP=tiny`` swaps in the tiny backbone; ``CLIP=<dir>`` maps each hub name to ``<dir>/<name>``."""
+    if not clip:
+        return []
+    if clip == "tiny":
+        return ["model.clip=tiny", "model.tokenizer=tiny", "model.freeze_layer_num=-1"]
+    folder = Path(clip) / HF_FOLDER.get(recipe_clip, Path(recipe_clip).name)
+    return [f"model.clip={folder}"]
+
+
+def preflight(suite: Suite, overrides: list[str], clip: str | None) -> list[tuple[str, list[str]]]:
+    """Compose every recipe and check data and weights; returns (recipe, overrides) per recipe."""
+    planned = []
+    problems: list[str] = []
+    checked_data: set[tuple[str, str, str]] = set()
+    for recipe in suite.recipes:
+        base_cfg = compose(recipe, overrides)
+        extra = [*overrides, *clip_override(base_cfg.model.clip, clip)]
+        cfg = compose(recipe, extra)
+        try:
+            ensure_local_weights(cfg.model.clip)
+        except VidbenchError as exc:
+            problems.append(f"{recipe}: {exc}")
+        d = cfg.data
+        for split in (d.train_split, d.test_split):
+            key = (d.dataset, str(d.root), split)
+            if key in checked_data:
+                continue
+            checked_data.add(key)
+            try:
+                index = load_split(d.dataset, d.root, split, video_root=d.video_root)
+            except VidbenchError as exc:
+                problems.append(f"{d.dataset}/{split}: {exc}")
+                continue
+            found = sum(v.path is not None for v in index.videos)
+            if found == 0:
+                problems.append(
+                    f"{d.dataset}/{split}: none of the {len(index.videos)} videos was found under "
+                    f"{d.video_root or d.root} (searched recursively)"
+                )
+        planned.append((recipe, extra))
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise DataError(
+            "cannot start the suite:\n  - "
+            + "\n  - ".join(unique[:12])
+            + ("\n  ..." if len(unique) > 12 else "")
+            + "\n  Put each dataset under DATA_ROOT/<dataset>/ as the README's 'Data layout' section shows, and "
+            "the CLIP weights in the local HF cache or under CLIP=<dir>/clip-vit-base-patch32 (and -patch16).\n"
+            "  To see the whole pipeline without data or weights, run `make demo`."
+        )
+    return planned
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    overrides: list[str],
+    seeds: list[int] | None = None,
+    clip: str | None = None,
+    runs_dir: str = "runs",
+) -> list[tuple[str, int, str]]:
+    """Fit and test every (recipe, seed); returns (recipe, seed, status) rows."""
+    overrides = [f"paths.runs_dir={runs_dir}", *overrides]
+    planned = preflight(suite, overrides, clip)
+    chosen_seeds = seeds if seeds else list(suite.seeds)
+    total = len(planned) * len(chosen_seeds)
+    rows = []
+    k = 0
+    for recipe, extra in planned:
+        for seed in chosen_seeds:
+            k += 1
+            args = [*extra, f"run.seed={seed}"]
+            done = run_dir(compose(recipe, args)) / "result.json"
+            if done.exists():
+                print(f"[{k}/{total}] {recipe} seed {seed}: result exists, skipped ({done})", flush=True)
+                rows.append((recipe, seed, "skipped"))
+                continue
+            print(f"[{k}/{total}] {recipe} seed {seed}: fit + test ...", flush=True)
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "fit", recipe, "--test", *args])
+            status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+            print(f"[{k}/{total}] {recipe} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
+            rows.append((recipe, seed, status))
+    return rows
