@@ -46,3 +46,13 @@ leaderboard: setup
 
 clean:
 	rm -rf runs data/synth
+
+# make slurm-msrvtt DATA_ROOT=/datasets [CLIP=/weights] [SEEDS="0 1 2"] SLURM_ARGS="--partition gpu --gpus-per-node 4"
+# Submits the dataset's reproduce suite as a SLURM array job (see `vidbench submit --help`; add --dry-run to
+# SLURM_ARGS to print the script only). Re-running it skips the runs that already have result.json.
+SLURM_DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
+SLURM_ARGS ?=
+.PHONY: $(addprefix slurm-,$(SLURM_DATASETS))
+$(addprefix slurm-,$(SLURM_DATASETS)): slurm-%: setup
+	$(BIN)/vidbench submit --suite $* $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(CLIP),--clip $(CLIP)) \
+		$(if $(SEEDS),--seeds "$(SEEDS)") $(SLURM_ARGS)

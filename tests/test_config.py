@@ -69,3 +69,10 @@ def test_unknown_recipe_and_malformed_override():
         compose("no-such-recipe")
     with pytest.raises(ConfigError, match="key=value"):
         compose("clip4clip-meanp_tiny_8f_b64_synth-msrvtt", ["optim.lr"])
+
+
+def test_hash_ignores_where_things_are_but_not_what_is_computed():
+    a = compose("clip4clip-meanp_tiny_8f_b64_synth-msrvtt")
+    moved = compose("clip4clip-meanp_tiny_8f_b64_synth-msrvtt", ["paths.runs_dir=/elsewhere", "data.num_workers=7"])
+    assert config_hash(a) == config_hash(moved)
+    assert config_hash(a) != config_hash(compose("clip4clip-meanp_tiny_8f_b64_synth-msrvtt", ["data.max_frames=4"]))

@@ -110,6 +110,26 @@ class EvalConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Resources and requeue policy for `vidbench submit`; every key can be overridden on its command line."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = "24:00:00"  # sbatch --time: minutes, [D-]HH:MM:SS, ...
+    nodes: int = 1
+    gpus_per_node: int = 0  # --gres=gpu:N
+    ntasks_per_node: int | None = None  # one process per device; default: gpus_per_node, or 1 on CPU
+    cpus_per_task: int = 8
+    mem: str | None = None  # per node, e.g. "64G"
+    signal_lead_s: int = 90  # --signal=USR1@<s>: warn this long before the time limit
+    requeue_at: str = "batch"  # batch: checkpoint at the next batch; epoch: finish the epoch (exact resume)
+    max_parallel: int | None = None  # array throttle (--array=...%N)
+    extra: list[str] = field(default_factory=list)  # more directives, e.g. ["--constraint=a100"]
+    setup: list[str] = field(default_factory=list)  # shell lines run before srun (module load ...)
+
+
+@dataclass
 class Clip4ClipMethod:
     name: str = "clip4clip"
     sim_header: str = "meanP"  # meanP | seqTransf
@@ -168,7 +188,39 @@ class EercfMethod:
     index_patches: bool = True  # keep patch features in the test index (needed by the patch rerank terms)
 
 
-METHOD_SCHEMAS: dict[str, type] = {"clip4clip": Clip4ClipMethod, "drl": DRLMethod, "eercf": EercfMethod}
+@dataclass
+class HcqMethod:
+    """HCQ head on CLIP features (spec methods-eercf-hcq.md Part B; Part D option b)."""
+
+    name: str = "hcq"
+    sim_header: str = "meanP"  # frames for the coarse level and GhostVLAD: meanP (CLIP frames) | seqTransf
+    temporal_layers: int = 4
+    fine_levels: int = 7  # L: GhostVLAD clusters, one fine level each
+    ghost_clusters: int = 1
+    vlad_mode: str = "reference"  # reference (ghost dropped before softmax, mask x logits) | textbook
+    vlad_batch_norm: bool = True
+    num_subspaces: int = 32  # M sub-codebooks per level (must divide the embedding size)
+    num_codewords: int = 256  # K codewords per sub-codebook (<= 256: one byte per code)
+    alpha: float = 1.0  # soft-code sharpness
+    quantizer_batch_norm: bool = True  # BatchNorm1d(M) on the codeword similarities (soft codes only)
+    temperature: float = 0.05  # AQ-CL tau (0.07 for ActivityNet)
+    coarse_weight: float | None = None  # coarse level weight; default 1/(L+1); fine levels share the rest
+    smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
+    smoothing_epochs: int | None = None  # E; default trainer.max_epochs
+    kmeans_iters: int = 10
+    kmeans_tol: float = 1e-5
+    kmeans_empty: str = "zero"  # zero (reference: dead codeword) | keep (previous codeword)
+    kmeans_cache: int = 65536  # embeddings (text + video) cached per level per rank per epoch, uniform sample
+    export_faiss: bool = True  # write <run_dir>/hcq_index.faiss for the test gallery
+    eval_faiss: bool = False  # extra protocol "faiss": the test gallery searched through FAISS
+
+
+METHOD_SCHEMAS: dict[str, type] = {
+    "clip4clip": Clip4ClipMethod,
+    "drl": DRLMethod,
+    "eercf": EercfMethod,
+    "hcq": HcqMethod,
+}
 
 
 def register_method_schema(name: str, schema: type) -> None:
@@ -186,7 +238,7 @@ class RootConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     method: Any = None  # validated against METHOD_SCHEMAS[method.name]
-    slurm: Any = None  # free-form directives for `vidbench submit`
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # `vidbench submit` (vidbench/slurm.py)
 
 
 _CHOICES = {
@@ -198,6 +250,7 @@ _CHOICES = {
     "optim.schedule": ("warmup_cosine", "constant"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
     "trainer.gather_grad": ("exact", "reference"),
+    "slurm.requeue_at": ("batch", "epoch"),
 }
 
 
@@ -314,9 +367,31 @@ def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfi
     return resolved
 
 
+# Where things are and how a job is scheduled, not what is computed: left out of the config hash, so moving
+# a dataset or submitting to another partition keeps the hash of an experiment.
+_OPERATIONAL_KEYS = (
+    "paths",
+    "slurm",
+    "data.root",
+    "data.video_root",
+    "data.cache_dir",
+    "data.num_workers",
+    "trainer.progress_bar",
+    "trainer.stop_after_epochs",
+)
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """sha256 of the resolved config, stable under key order (what a result was produced with)."""
-    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    """sha256 of the resolved config without operational keys, stable under key order."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _OPERATIONAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -18,9 +19,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from vidbench.config import config_hash, run_dir
@@ -30,6 +33,16 @@ from vidbench.errors import VidbenchError
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
 from vidbench.results.schema import write_json_atomic
+from vidbench.slurm import (
+    clear_requeue,
+    install_requeue_handler,
+    latest_checkpoint,
+    next_hpc_path,
+    prune_hpc_checkpoints,
+    requeue_pending,
+    requeue_self,
+    under_slurm,
+)
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +70,93 @@ class StopAfterEpochs(Callback):
             trainer.should_stop = True
 
 
+class LastEachEpoch(Callback):
+    """Write ``last.ckpt`` at every epoch end (atomically, via the CheckpointIO plugin).
+
+    ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes it only when training ends, so a job killed
+    mid-run (preempted, out of time) would otherwise restart from zero.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / "last.ckpt"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class Requeued(SystemExit):
+    """Raised on every rank once the job is requeued: this attempt ends, the requeued one resumes."""
+
+
+class RequeueOnSignal(Callback):
+    """Checkpoint and requeue on SLURM's SIGUSR1 at a point where every rank is in step.
+
+    The signal handler only records the signal (vidbench/slurm.py); acting inside it, as Lightning's own
+    handler does, can deadlock DDP (one rank in a gradient all-reduce, another in the checkpoint barrier).
+    ``at="batch"``: the next training batch end (the resumed run restores epoch and global step; the rest
+    of that epoch restarts its batch order). ``at="epoch"``: the end of the running epoch, so the resumed run
+    matches an uninterrupted one; the signal's lead time must then exceed an epoch. While testing, the job is
+    requeued without a checkpoint: its rerun finds fit done and tests again.
+    """
+
+    def __init__(self, out: Path, at: str = "batch") -> None:
+        self.out = Path(out)
+        self.at = at
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        install_requeue_handler()  # before Lightning registers its handlers: it then leaves SIGUSR1 to us
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.at == "batch":
+            self._checkpoint_and_requeue(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at == "epoch":
+            self._checkpoint_and_requeue(trainer)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # No checkpoint and no collective (test batches need not be in step): every rank got the signal
+        # and lets the SIGTERM that follows the requeue end it.
+        if requeue_pending():
+            clear_requeue()
+            previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if trainer.is_global_zero and not requeue_self():
+                signal.signal(signal.SIGTERM, previous)
+
+    def _checkpoint_and_requeue(self, trainer: L.Trainer) -> None:
+        strategy = trainer.strategy
+        if not strategy.reduce_boolean_decision(requeue_pending(), all=False):  # did any rank get it?
+            return
+        path = Path(strategy.broadcast(str(next_hpc_path(self.out)), src=0))
+        trainer.save_checkpoint(path)  # rank 0 writes, atomically (AtomicCheckpointIO); all ranks sync
+        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
+        if trainer.is_global_zero:
+            prune_hpc_checkpoints(self.out, keep=path)
+            rank_zero_info(f"requeue signal: saved {path} at {where}")
+        # The checkpoint is on disk: the SIGTERM that follows the requeue may now end the process at once
+        # (Lightning's SIGTERM handler would start a collective of its own).
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        requeued = strategy.broadcast(requeue_self() if trainer.is_global_zero else False, src=0)
+        clear_requeue()
+        if requeued:
+            raise Requeued(0)
+        signal.signal(signal.SIGTERM, previous)
+        rank_zero_info(f"requeue refused at {where}; training goes on (resubmit to resume from {path})")
+
+
+class ResumeReport(Callback):
+    """Say where a resumed fit picked up (the restored epoch and global step), for logs and tests."""
+
+    def __init__(self, ckpt: Path | None) -> None:
+        self.ckpt = ckpt
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.ckpt is not None:
+            rank_zero_info(
+                f"resumed from {self.ckpt} at epoch {trainer.current_epoch}, global step {trainer.global_step}"
+            )
+
+
 def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataModule:
     tokenizer = build_tokenizer(cfg.model.tokenizer or cfg.model.clip)
     method.clip.check_tokenizer(tokenizer)
@@ -64,15 +164,31 @@ def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataM
     return RetrievalDataModule(cfg.data, tokenizer, method.clip.image_size, seed=cfg.run.seed, manifest_hint=hint)
 
 
-def build_trainer(cfg: DictConfig, out: Path, *, training: bool) -> L.Trainer:
+def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | None = None) -> L.Trainer:
     t = cfg.trainer
     callbacks: list[Callback] = []
+    plugins: list[Any] = [AtomicCheckpointIO()]  # hpc checkpoints (SLURM requeue) go through it too
+    if under_slurm():
+        # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/slurm.py).
+        install_requeue_handler()
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
+        callbacks.append(RequeueOnSignal(out, at=cfg.slurm.requeue_at))
     if training:
+        callbacks.append(LastEachEpoch(out))
+        # Its one job now: last.ckpt when training ends (epoch progress marked complete). Never last-v1.ckpt.
         callbacks.append(
-            ModelCheckpoint(dirpath=out, save_last=True, save_top_k=0, save_on_train_epoch_end=True, every_n_epochs=1)
+            ModelCheckpoint(
+                dirpath=out,
+                save_last=True,
+                save_top_k=0,
+                save_on_train_epoch_end=True,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
         )
         if t.stop_after_epochs:
             callbacks.append(StopAfterEpochs(t.stop_after_epochs))
+        callbacks.append(ResumeReport(resume))
     strategy = t.strategy
     return L.Trainer(
         default_root_dir=out,
@@ -92,7 +208,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool) -> L.Trainer:
         use_distributed_sampler=False,
         logger=TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False),
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
     )
 
 
@@ -115,11 +231,13 @@ def fit(cfg: DictConfig) -> Path:
     method = build_method(cfg)
     dm = build_datamodule(cfg, method)
     _write_config(cfg, out)
-    last = out / "last.ckpt"
-    trainer = build_trainer(cfg, out, training=True)
-    if last.exists():
-        log.info("resuming from %s", last)
-    trainer.fit(method, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    resume = latest_checkpoint(out)  # last.ckpt, or a newer hpc_ckpt_<n>.ckpt saved on a SLURM signal
+    trainer = build_trainer(cfg, out, training=True, resume=resume)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    if trainer.is_global_zero:
+        prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
     return out
 
 

@@ -20,6 +20,10 @@ def method_class(name: str) -> type[RetrievalMethod]:
         from .eercf import EERCF
 
         return EERCF
+    if name == "hcq":
+        from .hcq import HCQ
+
+        return HCQ
     raise ValueError(f"unknown method '{name}'")
 
 

@@ -74,9 +74,7 @@ class EERCF(RetrievalMethod):
         # The reference's two extra parameters, both identity at init (spec A.1).
         self.global_mat_weight = nn.Parameter(torch.eye(dim))
         self.frame_logit_weight = nn.Parameter(torch.eye(int(self.cfg.data.max_frames)))
-        self.weak_mix = ScoreMix(
-            video=m.video_weight, frame_weak=m.weakframe_weight, patch_weak=m.weakpatch_weight
-        )
+        self.weak_mix = ScoreMix(video=m.video_weight, frame_weak=m.weakframe_weight, patch_weak=m.weakpatch_weight)
         self.strong_mix = ScoreMix(frame_tib=m.strongframe_weight, patch_tib=m.strongpatch_weight)
         self.rerank_mix = ScoreMix.from_mapping(dict(m.rerank_mix))
         self.mask_padded = bool(m.mask_padded_frames)
@@ -143,9 +141,7 @@ class EERCF(RetrievalMethod):
             sims = pairwise_similarities(t, video["frames_raw"])  # [B, B, T]
             if self.weak_mix.frame_weak:
                 mask = fmask[None] if fmask is not None else None
-                weak["frame_weak"] = weak_pool(
-                    sims, m.frame_weak_temperature, mask, self.frame_mix(sims.shape[-1])
-                )
+                weak["frame_weak"] = weak_pool(sims, m.frame_weak_temperature, mask, self.frame_mix(sims.shape[-1]))
             if self.strong_mix.frame_tib or m.pearson_frame:
                 paired = torch.diagonal(sims, dim1=0, dim2=1).t()  # <t_j, r_jf>  [B, T]
                 tib["frame"] = paired_tib(paired, video["frames"], m.frame_tib_temperature, fmask)
@@ -247,6 +243,7 @@ class EERCF(RetrievalMethod):
             protos.append(
                 ScoringProtocol(
                     name=name,
+                    postprocess=name,
                     score=two_stage_scorer(self.score, self._fine_fn(mix), k, keys),
                     bytes_per_pair=rerank_bytes_per_pair(n, k, 3 * gathered + temporaries),
                     whole_gallery=True,

@@ -1,0 +1,336 @@
+"""HCQ (Wang et al., WWW 2022): hybrid contrastive quantisation, here as a head on CLIP features.
+
+Spec methods-eercf-hcq.md Part B, Part D option (b); variant ``HCQ-on-CLIP``. The original model runs on
+MMT expert features with BERT text (a separate data path, not this class); the head, the quantisers, the
+loss and the code-based retrieval below are independent of the encoders, so that path can reuse them.
+
+Levels (G = L + 1 embeddings of size D per text or video):
+- coarse: the text's EOT embedding vs. the masked mean of normalised frame embeddings (CLIP4Clip meanP;
+  ``sim_header: seqTransf`` runs the temporal transformer first);
+- L fine levels: one GhostVLAD, shared by both modalities, over the word tokens (SOT masked out, as the
+  reference masks BERT's [CLS]) and over the frames.
+
+Each level has its own product quantiser (M sub-codebooks x K codewords), shared by text and video.
+Training: AQ-CL (raw text vs. quantised video + quantised text vs. raw video) smoothed from the
+unquantised loss with ``cos(e pi / 2E)``; the codebooks are buffers learnt only by a spherical k-means at
+the end of every epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with
+the same codebooks). The temperature is fixed, so CLIP's logit scale is frozen (unused).
+
+Protocols (each in result.json with its own metrics and costs):
+- ``base``: retrieval on codes, what the paper reports: raw text queries, videos stored as G * M uint8
+  codes, asymmetric distance computation with per-query look-up tables (vidbench/eval/adc.py). Its v2t
+  column ranks texts by the same matrix.
+- ``v2t-codes``: the paper's v2t: quantised text vs. raw video (read its v2t column).
+- ``dense``: the same model without quantisation (``sum_l w_l cos``), G * D floats per video; the gap to
+  ``base`` is what quantisation costs.
+- ``faiss`` (``eval_faiss: true``): the gallery exported to a FAISS IndexPQ and searched by FAISS.
+With ``export_faiss: true`` the test gallery's FAISS index is written to ``<run_dir>/hcq_index.faiss``
+(ids = positions in the test split's video order) with a JSON sidecar describing the query vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from vidbench.config import run_dir
+from vidbench.errors import ConfigError
+from vidbench.eval.adc import (
+    adc_match_flops,
+    adc_scores,
+    dense_level_scores,
+    export_faiss,
+    faiss_search,
+    to_faiss_index,
+)
+from vidbench.models.aqcl import hybrid_aqcl_loss, level_weights, smoothing_weight
+from vidbench.models.gather import gather_features
+from vidbench.models.pooling import mean_pool_frames
+from vidbench.models.quantization import (
+    EMPTY_POLICIES,
+    Collective,
+    EmbeddingReservoir,
+    GhostVLAD,
+    ProductQuantizer,
+    spherical_kmeans,
+    split_normalize,
+)
+from vidbench.models.temporal import SeqTransf
+
+from .base import Features, RetrievalMethod, ScoringProtocol
+
+log = logging.getLogger(__name__)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class HCQ(RetrievalMethod):
+    method_name = "hcq"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        m = self.cfg.method
+        if m.sim_header not in ("meanP", "seqTransf"):
+            raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
+        if m.kmeans_empty not in EMPTY_POLICIES:
+            raise ConfigError(f"method.kmeans_empty must be one of {EMPTY_POLICIES}, got {m.kmeans_empty!r}")
+        if m.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
+        dim = self.clip.embed_dim
+        if dim % m.num_subspaces:
+            raise ConfigError(
+                f"method.num_subspaces = {m.num_subspaces} must divide the embedding size {dim} of backbone "
+                f"{self.clip.label}"
+            )
+        if (m.export_faiss or m.eval_faiss) and m.num_codewords & (m.num_codewords - 1):
+            raise ConfigError(
+                f"method.num_codewords = {m.num_codewords}: FAISS export needs a power of two "
+                "(or set method.export_faiss=false and method.eval_faiss=false)"
+            )
+        self.temporal = None
+        if m.sim_header == "seqTransf":
+            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            if self.clip.pretrained:
+                self.temporal.init_from_clip_text(self.clip)
+        self.vlad = (
+            GhostVLAD(dim, m.fine_levels, m.ghost_clusters, mode=m.vlad_mode, batch_norm=m.vlad_batch_norm)
+            if m.fine_levels > 0
+            else None
+        )
+        self.num_levels = m.fine_levels + 1
+        self.quantizers = nn.ModuleList(
+            ProductQuantizer(dim, m.num_subspaces, m.num_codewords, alpha=m.alpha, batch_norm=m.quantizer_batch_norm)
+            for _ in range(self.num_levels)
+        )
+        try:
+            weights = level_weights(m.fine_levels, m.coarse_weight)
+        except ValueError as err:
+            raise ConfigError(f"method.coarse_weight: {err}") from err
+        self.register_buffer("level_w", weights, persistent=False)
+        self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
+        self._caches = [EmbeddingReservoir(m.kmeans_cache) for _ in range(self.num_levels)]
+        self._gallery: Features | None = None
+
+    # ---- identity --------------------------------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        return "HCQ-on-CLIP" if self.temporal is None else "HCQ-on-CLIP+seqTransf"
+
+    @property
+    def method_label(self) -> str:
+        m = self.cfg.method
+        return f"HCQ on CLIP ({m.sim_header}, L={m.fine_levels}, M={m.num_subspaces}, K={m.num_codewords})"
+
+    # ---- encoders --------------------------------------------------------------------------------------
+    def text_levels(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``[B, G, D]``: the EOT embedding, then the fine levels over the word tokens (SOT masked out)."""
+        feats = self.clip.encode_text(input_ids, attention_mask)
+        levels = [feats.eot.unsqueeze(1)]
+        if self.vlad is not None:
+            words = feats.mask.clone()
+            words[:, 0] = 0
+            levels.append(self.vlad(feats.tokens, words))
+        return torch.cat(levels, dim=1)
+
+    def video_levels(self, video: Tensor, video_mask: Tensor) -> Tensor:
+        """``[B, G, D]``: the meanP video embedding, then the fine levels over the (valid) frames."""
+        frames = self.clip.encode_frames(self.pixels(video, video_mask)).cls
+        if self.temporal is not None:
+            frames = self.temporal(frames, video_mask)
+        levels = [mean_pool_frames(frames, video_mask).unsqueeze(1)]
+        if self.vlad is not None:
+            levels.append(self.vlad(frames, video_mask))
+        return torch.cat(levels, dim=1)
+
+    def _features(self, levels: Tensor) -> Features:
+        """``levels``: the unquantised embeddings as the quantisers see them (each sub-vector normalised).
+
+        Training adds their straight-through quantisation, evaluation their uint8 codes.
+        """
+        if self.training:
+            outs = [pq(levels[:, g]) for g, pq in enumerate(self.quantizers)]
+            return {
+                "levels": torch.stack([o.normalized for o in outs], dim=1),
+                "quantized": torch.stack([o.quantized for o in outs], dim=1),
+            }
+        codes = [pq.encode(levels[:, g]) for g, pq in enumerate(self.quantizers)]
+        normalized = split_normalize(levels.float(), self.cfg.method.num_subspaces)
+        return {"levels": normalized, "codes": torch.stack(codes, dim=1)}
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Features:
+        return self._features(self.text_levels(input_ids, attention_mask))
+
+    def encode_video(self, video: Tensor, video_mask: Tensor) -> Features:
+        return self._features(self.video_levels(video, video_mask))
+
+    def codebooks(self) -> Tensor:
+        """``[G, M, K, D/M]``: every level's codebook."""
+        return torch.stack([pq.codebook for pq in self.quantizers])
+
+    # ---- training --------------------------------------------------------------------------------------
+    def smoothing(self) -> float:
+        """This epoch's weight of the unquantised loss (0 when smoothing is off)."""
+        m = self.cfg.method
+        if not m.smoothing:
+            return 0.0
+        return smoothing_weight(self.current_epoch + 1, m.smoothing_epochs or self.cfg.trainer.max_epochs)
+
+    def global_loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """As the base, plus caching this rank's (local, detached) level embeddings for the k-means."""
+        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        video = self.encode_video(batch["video"], batch["video_mask"])
+        if self.training:
+            self.cache_embeddings(text["levels"], video["levels"])
+        mode = self.cfg.trainer.gather_grad
+        return self.training_loss(gather_features(text, mode), gather_features(video, mode))
+
+    def training_loss(self, text: Features, video: Features) -> dict[str, Tensor]:
+        return hybrid_aqcl_loss(
+            text["levels"],
+            video["levels"],
+            text["quantized"],
+            video["quantized"],
+            self.level_w,
+            temperature=float(self.cfg.method.temperature),
+            smooth=self.smoothing(),
+        )
+
+    def cache_embeddings(self, text_levels: Tensor, video_levels: Tensor) -> None:
+        for g, cache in enumerate(self._caches):
+            cache.add(torch.cat([text_levels[:, g], video_levels[:, g]]))
+
+    def on_train_epoch_start(self) -> None:
+        seed = int(self.cfg.run.seed) * 1_000_003 + self.current_epoch * 7919 + _rank() * 104_729
+        for g, cache in enumerate(self._caches):
+            cache.reset(seed + g)
+
+    @torch.no_grad()
+    def update_codebooks(self) -> dict[str, float]:
+        """End-of-epoch spherical k-means of every level over the cached embeddings of all ranks.
+
+        Every rank must call this (it runs collectives); afterwards all ranks hold identical codebooks.
+        Returns summary statistics (vectors used, empty codewords, mean iterations).
+        """
+        m = self.cfg.method
+        coll = Collective()
+        stats = {"kmeans_vectors": 0.0, "kmeans_empty": 0.0, "kmeans_iters": 0.0}
+        for pq, cache in zip(self.quantizers, self._caches, strict=True):
+            x = cache.take()
+            if x is None:
+                x = pq.codebook.new_zeros(0, pq.dim)
+            total = coll.sum_(torch.tensor([float(x.shape[0])], device=pq.codebook.device))
+            if float(total) == 0:
+                continue
+            result = spherical_kmeans(
+                x.reshape(-1, pq.num_subspaces, pq.sub_dim).to(pq.codebook.device),
+                pq.codebook,
+                iters=m.kmeans_iters,
+                tol=m.kmeans_tol,
+                empty=m.kmeans_empty,
+                collective=coll,
+            )
+            pq.codebook.copy_(result.codebook)
+            stats["kmeans_vectors"] += float(total)
+            stats["kmeans_empty"] += result.empty
+            stats["kmeans_iters"] += float(result.iterations.float().mean()) / self.num_levels
+        return stats
+
+    def on_train_epoch_end(self) -> None:
+        stats = self.update_codebooks()
+        stats["smooth_w"] = self.smoothing()
+        for name, value in stats.items():
+            self.log(f"train/{name}", value, rank_zero_only=True, sync_dist=False)
+
+    # ---- evaluation ------------------------------------------------------------------------------------
+    def score(self, text: Features, video: Features) -> Tensor:
+        """ADC: raw text levels against video codes (the ``base`` protocol)."""
+        return adc_scores(text["levels"], self.codebooks(), video["codes"], self.level_w)
+
+    def text_code_score(self, text: Features, video: Features) -> Tensor:
+        """Quantised text against raw video levels: the paper's v2t direction."""
+        return adc_scores(video["levels"], self.codebooks(), text["codes"], self.level_w).t()
+
+    def dense_score(self, text: Features, video: Features) -> Tensor:
+        """Unquantised: ``sum_l w_l cos(t_l, v_l)`` of the sub-normalised levels."""
+        return dense_level_scores(text["levels"], video["levels"], self.level_w)
+
+    def faiss_score(self, text: Features, video: Features) -> Tensor:
+        """The gallery exported to FAISS and searched exhaustively (every video ranked)."""
+        n_video = video["codes"].shape[0]
+        index = to_faiss_index(self.codebooks(), video["codes"])
+        scores, ids = faiss_search(index, text["levels"], self.cfg.method.num_subspaces, self.level_w, n_video)
+        out = torch.empty(scores.shape[0], n_video, dtype=scores.dtype, device=scores.device)
+        return out.scatter_(1, ids.long(), scores)
+
+    def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
+        m = self.cfg.method
+        return adc_match_flops(n_gallery, self.num_levels, m.num_subspaces, m.num_codewords, self.clip.embed_dim)
+
+    def index_bytes_per_video(self, video: Features) -> float:
+        """One byte per code: ``(L + 1) * M``."""
+        return float(self.num_levels * self.cfg.method.num_subspaces)
+
+    def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
+        m, g, dim = self.cfg.method, self.num_levels, self.clip.embed_dim
+        self._gallery = video  # kept for the FAISS export after scoring
+        adc_cost = lambda n: self.match_flops_per_query(n, text, video)  # noqa: E731
+        dense_cost = lambda n: 2.0 * n * g * dim  # noqa: E731
+        out = [
+            ScoringProtocol(
+                name="base",
+                score=self.score,
+                bytes_per_pair=12,  # accumulator + one gathered row + its index
+                match_flops=adc_cost,
+                index_bytes_per_video=self.index_bytes_per_video(video),
+                dsl=bool(self.cfg.eval.dsl),
+            ),
+            ScoringProtocol(
+                name="v2t-codes",
+                score=self.text_code_score,
+                bytes_per_pair=12,
+                match_flops=dense_cost,
+                index_bytes_per_video=4.0 * g * dim,
+            ),
+            ScoringProtocol(
+                name="dense",
+                score=self.dense_score,
+                bytes_per_pair=4,
+                match_flops=dense_cost,
+                index_bytes_per_video=4.0 * g * dim,
+            ),
+        ]
+        if m.eval_faiss:
+            out.append(
+                ScoringProtocol(
+                    name="faiss",
+                    score=self.faiss_score,
+                    bytes_per_pair=16,
+                    whole_gallery=True,
+                    match_flops=adc_cost,
+                    index_bytes_per_video=float(math.ceil(g * m.num_subspaces * math.log2(m.num_codewords) / 8)),
+                )
+            )
+        return out
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        gallery, self._gallery = self._gallery, None
+        if not self.cfg.method.export_faiss or gallery is None or self.trainer.global_rank != 0:
+            return
+        path = run_dir(self.cfg) / "hcq_index.faiss"
+        export_faiss(
+            path,
+            self.codebooks(),
+            gallery["codes"],
+            self.level_w,
+            recipe=self.cfg.run.name,
+            ids="positions in the test split's video order",
+        )
+        self.test_results["protocols"]["base"]["faiss_index"] = str(path)
+        log.info("wrote the FAISS index of the test gallery to %s", path)
