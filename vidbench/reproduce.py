@@ -106,7 +106,7 @@ def run_suite(
                 continue
             print(f"[{k}/{total}] {recipe} seed {seed}: fit + test ...", flush=True)
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "fit", recipe, "--test", *args])
+            proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "fit", "--test", recipe, *args])
             status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
             print(f"[{k}/{total}] {recipe} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
             rows.append((recipe, seed, status))
