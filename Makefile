@@ -37,8 +37,8 @@ demo: setup
 
 # make reproduce-msrvtt DATA_ROOT=/datasets [CLIP=/weights|tiny] [SEEDS="0 1 2"] [GPUS=4] [ARGS="key=value ..."]
 $(addprefix reproduce-,$(DATASETS)): reproduce-%: setup
-	$(BIN)/vidbench reproduce $* --data-root "$(DATA_ROOT)" $(if $(CLIP),--clip $(CLIP)) \
-		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(GPUS),--gpus $(GPUS)) --runs $(or $(RUNS),runs) --out $(or $(OUT),results) $(ARGS)
+	$(BIN)/vidbench reproduce $* $(ARGS) --data-root "$(DATA_ROOT)" $(if $(CLIP),--clip $(CLIP)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(GPUS),--gpus $(GPUS)) --runs $(or $(RUNS),runs) --out $(or $(OUT),results)
 
 # Re-aggregate whatever is in runs/ into results/.
 leaderboard: setup
