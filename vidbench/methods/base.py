@@ -11,6 +11,7 @@ split once, chunked scoring, the reference metrics, and the efficiency figures o
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,8 @@ class ScoringProtocol:
     dsl: bool = False  # also report dual-softmax on this protocol's scores (as protocol "dsl")
 
 
-class RetrievalMethod(L.LightningModule):
-    """Base class; subclasses implement the method contract below."""
+class RetrievalMethod(L.LightningModule, ABC):
+    """Base class; subclasses implement the abstract method contract below."""
 
     method_name = "base"
 
@@ -70,22 +71,26 @@ class RetrievalMethod(L.LightningModule):
 
     # ---- the method contract -------------------------------------------------------------------------
     @property
+    @abstractmethod
     def variant(self) -> str:
-        raise NotImplementedError
+        """The variant within the method family, e.g. meanP, WTI+seqTransf+CDCR."""
 
     @property
+    @abstractmethod
     def method_label(self) -> str:
-        raise NotImplementedError
+        """What the leaderboard row shows, e.g. 'CLIP4Clip (meanP)'."""
 
+    @abstractmethod
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Features:
-        raise NotImplementedError
+        """Text features for a batch of token ids (a dict of tensors sharing the leading dim)."""
 
+    @abstractmethod
     def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor) -> Features:
-        raise NotImplementedError
+        """Video features for uint8 frames ``[B, T, 3, S, S]`` and their frame mask."""
 
+    @abstractmethod
     def score(self, text: Features, video: Features) -> torch.Tensor:
         """Evaluation scores ``[n_text, n_video]``; a pure function of the pairs (chunkable)."""
-        raise NotImplementedError
 
     def training_logits(self, text: Features, video: Features) -> torch.Tensor:
         """Logit-scaled ``[B, B]`` matrix over the global batch."""
@@ -98,9 +103,9 @@ class RetrievalMethod(L.LightningModule):
         """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
         return 4
 
+    @abstractmethod
     def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
         """FLOPs to score one query against ``n_gallery`` indexed videos (the method's own accounting)."""
-        raise NotImplementedError
 
     def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
         """The evaluation protocols; the first is the method's main one (``base``). Methods add more
