@@ -305,3 +305,13 @@ def test_duplicate_seed_is_counted_once(tmp_path: Path) -> None:
     df = pd.read_csv(rep.csv_path)
     assert len(df) == 2 and df["duplicate"].tolist().count(True) == 1
     assert rep.plots == [] and len(rep.plot_omissions) == 2
+
+
+def test_atomic_writes_leave_readable_files(tmp_path):
+    import os
+    import stat
+
+    path = write_json_atomic(tmp_path / "r.json", {"a": 1})
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IRUSR  # not mkstemp's 0600
+    assert not list(tmp_path.glob(".r.json.*"))  # no temporary left behind

@@ -8,8 +8,6 @@ JSON manifest a run can cite; ``format_manifest_summary`` turns it into a few li
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 from vidbench.data.types import SplitIndex, VideoRef
 from vidbench.data.video import probe_video
 from vidbench.errors import VideoDecodeError
+from vidbench.io import write_text_atomic
 
 STATUSES = ("present", "missing", "undecodable")
 
@@ -45,22 +44,6 @@ def _check(ref: VideoRef) -> dict[str, Any]:
     return row
 
 
-def write_json_atomic(data: Any, out_path: Path) -> None:
-    """Write JSON to a temp file in the same folder, then rename it over ``out_path`` (never half-written)."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def verify_split(index: SplitIndex, out_path: Path, *, workers: int = 4) -> dict[str, Any]:
     """Probe every video of ``index`` (``workers`` threads) and write the manifest JSON to ``out_path``."""
     out_path = Path(out_path)
@@ -82,7 +65,7 @@ def verify_split(index: SplitIndex, out_path: Path, *, workers: int = 4) -> dict
         "notes": index.notes,
         "videos": rows,
     }
-    write_json_atomic(manifest, out_path)
+    write_text_atomic(out_path, json.dumps(manifest, indent=1, default=str) + "\n")
     return manifest
 
 

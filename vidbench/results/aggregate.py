@@ -23,14 +23,10 @@ from typing import Any
 import pandas as pd
 
 from vidbench.errors import ConfigError
+from vidbench.io import write_text_atomic
 from vidbench.results.plots import PlotPoint, write_table_plots
 from vidbench.results.reference import load_reference, match_reference
-from vidbench.results.schema import (
-    METRIC_KEYS,
-    PROTOCOL_COST_FIELDS,
-    result_problems,
-    write_text_atomic,
-)
+from vidbench.results.schema import METRIC_KEYS, PROTOCOL_COST_FIELDS, result_problems
 
 RESULT_NAME = "result.json"
 _METRIC_LABELS = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}

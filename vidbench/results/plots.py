@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vidbench.results.schema import write_bytes_atomic
+from vidbench.io import write_bytes_atomic
 
 # (file-name token, axis label) for each cost axis; the aggregator fills PlotPoint.x per axis.
 X_AXES: dict[str, str] = {

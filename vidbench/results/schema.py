@@ -49,16 +49,14 @@ re-rank costs more per query than the coarse pass alone); the override wins.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vidbench.errors import VidbenchError
+from vidbench.io import write_text_atomic
 
 SCHEMA_VERSION = 1
 DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
@@ -276,44 +274,6 @@ def load_result(path: str | Path) -> dict:
             "regenerate it with this vidbench version (see vidbench/results/schema.py)",
         )
     return d
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable; not every platform lets a folder be opened, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` so readers see the old file or the new one, never a half-written file.
-
-    The temp file lives in the same folder (so ``os.replace`` is a rename on one filesystem) and is
-    fsynced before the rename; a preempted job therefore never leaves a truncated result behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """UTF-8 text version of :func:`write_bytes_atomic`."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
