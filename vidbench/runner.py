@@ -30,6 +30,7 @@ from vidbench.config import config_hash, run_dir
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.text import build_tokenizer
 from vidbench.errors import VidbenchError
+from vidbench.io import write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
 from vidbench.results.schema import write_json_atomic
@@ -213,15 +214,13 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
 
 
 def _write_config(cfg: DictConfig, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Every DDP rank may get here at once: each writes through its own temporary file (same content)."""
     path = out / "config.yaml"
     if path.exists():
         old = OmegaConf.load(path)
         if config_hash(old) != config_hash(cfg):
             log.warning("%s: the config differs from the one this run directory was started with", path)
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg))
-    os.replace(tmp, path)
+    write_text_atomic(path, OmegaConf.to_yaml(cfg))
 
 
 def fit(cfg: DictConfig) -> Path:
