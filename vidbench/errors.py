@@ -9,16 +9,8 @@ class VidbenchError(Exception):
     """Base class: every error the suite raises on purpose derives from this."""
 
 
-class ConfigError(VidbenchError):
-    """A recipe or override is malformed (unknown key, wrong type, missing value)."""
-
-
-class DataError(VidbenchError):
-    """Input data is missing or malformed."""
-
-
-class AnnotationError(DataError):
-    """An annotation or split file is missing or does not parse."""
+class FileProblemError(VidbenchError):
+    """A problem with one file: the message names the file, the reason and, when known, the fix."""
 
     def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
         self.path = Path(path)
@@ -27,6 +19,18 @@ class AnnotationError(DataError):
         if fix:
             msg += f"\n  fix: {fix}"
         super().__init__(msg)
+
+
+class ConfigError(VidbenchError):
+    """A recipe or override is malformed (unknown key, wrong type, missing value)."""
+
+
+class DataError(VidbenchError):
+    """Input data is missing or malformed."""
+
+
+class AnnotationError(FileProblemError, DataError):
+    """An annotation or split file is missing or does not parse."""
 
 
 class VideoDecodeError(DataError):

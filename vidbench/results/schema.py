@@ -55,7 +55,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vidbench.errors import VidbenchError
+from vidbench.errors import FileProblemError
 from vidbench.io import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -88,16 +88,8 @@ _EFFICIENCY_FLOAT = (
 )
 
 
-class ResultError(VidbenchError):
+class ResultError(FileProblemError):
     """A result file cannot be read, does not parse, or does not follow the record schema."""
-
-    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
-        self.path = Path(path)
-        self.reason = reason
-        msg = f"{self.path}: {reason}"
-        if fix:
-            msg += f"\n  fix: {fix}"
-        super().__init__(msg)
 
 
 def _is_int(v: Any) -> bool:
