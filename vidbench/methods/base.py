@@ -172,7 +172,9 @@ class RetrievalMethod(L.LightningModule, ABC):
             feats = self.encode_text(batch["input_ids"], batch["attention_mask"])
         else:
             feats = self.encode_video(batch["video"], batch["video_mask"])
-        feats = {k: v.detach() for k, v in feats.items()}
+        # Autocast covers this step but not on_test_epoch_end, where the features are scored: under
+        # bf16/fp16-mixed some come out in half precision and others in fp32, so store all in fp32.
+        feats = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in feats.items()}
         feats["_index"] = batch["index"]
         self._eval_parts[dataloader_idx].append(feats)
 

@@ -160,9 +160,11 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 def prepare_tokens(x: Tensor, mask: Tensor) -> Tensor:
     """Per-token L2-normalised features multiplied by the mask: done once per item at encode time.
 
-    Zeroing padded rows here is what makes zero-padding free in ``tokenwise_scores_blocked``.
+    Zeroing padded rows here is what makes zero-padding free in ``tokenwise_scores_blocked``. The result is
+    fp32 whatever ``x`` is: a bf16 normalisation (mixed-precision encoders) is off by ~1e-2 in the norm.
     """
     _check_tokens("prepare_tokens", x, mask)
+    x = x.float()
     return l2_normalize(x) * mask.to(x.dtype).unsqueeze(-1)
 
 
