@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vidbench.data.datasets import load_split
@@ -295,7 +295,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self._tokens[stage] = (ids, mask)
         counts["ids_without_captions"] = int(index.notes.get("ids_without_captions", 0) or 0)
         self.text_counts[index.split] = counts
-        rank_zero_info(format_text_counts(f"{index.dataset}/{index.split}", counts))
+        if rank_zero_only.rank == 0:  # once per run, not once per rank (Lightning's logger would print it twice)
+            log.info(format_text_counts(f"{index.dataset}/{index.split}", counts))
         return prepared
 
     def setup(self, stage: str | None = None) -> None:
