@@ -239,20 +239,24 @@ def fit(cfg: DictConfig) -> Path:
     trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
-        if dm.text_counts:  # the training split's truncation counts, for result.json's data.text
-            write_text_atomic(out / TEXT_COUNTS, json.dumps(dm.text_counts, indent=1) + "\n")
+        trained = getattr(dm, "text_counts", {})  # the training split's truncation counts, for data.text
+        if trained:
+            write_text_atomic(out / TEXT_COUNTS, json.dumps(trained, indent=1) + "\n")
     return out
 
 
 TEXT_COUNTS = "data_text.json"
 
 
-def text_counts(out: Path, dm: RetrievalDataModule) -> dict[str, dict[str, int]]:
-    """``data.text`` of result.json: the training split's counts saved by ``fit`` plus those of the test split."""
+def text_counts(out: Path, dm: Any) -> dict[str, dict[str, int]]:
+    """``data.text`` of result.json: the training split's counts saved by ``fit`` plus those of the test split.
+
+    Any datamodule may take part by exposing ``text_counts`` (split -> the six counts of the result schema).
+    """
     counts: dict[str, dict[str, int]] = {}
     with contextlib.suppress(OSError, ValueError):  # absent: zero-shot, or trained before the counts existed
         counts.update(json.loads((out / TEXT_COUNTS).read_text()))
-    counts.update(dm.text_counts)
+    counts.update(getattr(dm, "text_counts", {}))
     return counts
 
 
