@@ -362,6 +362,22 @@ def test_reproduce_preflight_names_folder_pattern_fix_and_unwritable_folders(tmp
     assert f"cannot write to {blocker}/frames" in msg and "set data.cache_dir" in msg
 
 
+def test_cache_root_defaults_to_env_then_home_and_stays_out_of_the_hash(monkeypatch, tmp_path: Path) -> None:
+    from vidbench.config import config_hash
+
+    monkeypatch.setenv("VIDBENCH_CACHE", str(tmp_path / "shared"))
+    cfg = compose(RECIPE, TINY)
+    assert cfg.paths.cache_dir == str(tmp_path / "shared") and cfg.data.cache_dir == f"{tmp_path}/shared/frames"
+    monkeypatch.delenv("VIDBENCH_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = compose(RECIPE, TINY)
+    assert home.paths.cache_dir == f"{tmp_path}/home/.cache/vidbench"
+    assert home.data.cache_dir == f"{tmp_path}/home/.cache/vidbench/frames"
+    explicit = compose(RECIPE, [*TINY, "data.cache_dir=~/team/frames"])  # a shared cache, pointed at explicitly
+    assert explicit.data.cache_dir == f"{tmp_path}/home/team/frames"
+    assert config_hash(cfg) == config_hash(home) == config_hash(explicit)  # where caches live is not the experiment
+
+
 def test_not_writable_error_is_one_line() -> None:
     err = NotWritableError("/ro/x", "data.cache_dir", "Read-only file system")
     assert str(err) == "cannot write to /ro/x (Read-only file system); set data.cache_dir to a writable folder"

@@ -89,7 +89,10 @@ class FrameSource:
             except VideoDecodeError as exc:
                 self.decode_failures += 1
                 log.warning("%s; using the next clip of the split instead (counted)", exc)
-        raise DataError(f"no video of split {self.index.dataset}/{self.index.split} could be decoded")
+        raise DataError(
+            f"no video of split {self.index.dataset}/{self.index.split} could be decoded: {search_hint(self.index)}"
+            f"\n  fix: {video_fix(self.index)}; run `vidbench verify-data <recipe>` for the reason per video"
+        )
 
 
 class TrainPairs(Dataset):
