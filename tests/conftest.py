@@ -27,6 +27,14 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_root(tmp_path_factory):
+    """Frame caches and manifests of the whole session go to a temporary folder, never ~/.cache/vidbench."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIDBENCH_CACHE", str(tmp_path_factory.mktemp("vidbench_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def fixture_data_root(tmp_path_factory) -> Path:
     """<root>/<dataset>/ in every dataset's real format (each with one deliberately missing video)."""

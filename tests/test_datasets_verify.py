@@ -79,9 +79,16 @@ def test_summary_lines_name_the_bad_ids_and_the_manifest(msvd_like: Path, tmp_pa
     manifest = verify_split(load_split("msvd", msvd_like, "test"), tmp_path / "m.json")
     text = format_manifest_summary(manifest)
     lines = text.splitlines()
-    assert lines[0] == "msvd test: 6 videos annotated, 2 present, 1 missing, 3 undecodable"
+    assert lines[0] == "msvd test: 6 videos annotated, 2 present, 1 missing, 3 undecodable; 6 captions"
+    # where it looked, the names it expected (for a missing id), then the bad ids, the manifest and the fix
+    assert lines[1] == (
+        f"  searched {msvd_like} recursively for <clip id>.avi (any extension, any depth); "
+        "e.g. id 'gone_2_4' matches gone_2_4.<ext> or gone_2_4"
+    )
     assert "missing: gone_2_4" in text
     assert "-zero_0_2 (" in text and "trunc_5_9" in text and "text_0_1" in text
-    assert lines[-1] == f"  manifest: {tmp_path / 'm.json'}"
+    assert f"  manifest: {tmp_path / 'm.json'}" in lines
+    assert lines[-1].startswith(f"  fix: put the video files anywhere under {msvd_like} with the names above")
+    assert "data.video_root=" in lines[-1] and "re-encode the undecodable" in lines[-1]
     short = format_manifest_summary(manifest, limit=1)
     assert "undecodable (first 1 of 3): -zero_0_2" in short

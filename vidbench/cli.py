@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,73 @@ def _compose(args: argparse.Namespace):
     from vidbench.config import compose
 
     return compose(args.recipe, args.overrides)
+
+
+# A dotlist override: a (dotted) key, then '=' and the value, e.g. optim.lr=3e-4, slurm.extra=[a,b].
+_OVERRIDE_RE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*(\[\d+\])?=")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _takes_one_value(parser: argparse.ArgumentParser, token: str) -> bool:
+    """Whether option ``token`` consumes exactly the next word (so a key=value there is its value)."""
+    for action in parser._actions:
+        if token in action.option_strings:
+            return action.nargs is None or action.nargs == 1
+    return False
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull every ``key=value`` word out of ``argv``, wherever it stands; returns (rest, overrides).
+
+    argparse alone accepts positional overrides only in one run right after the recipe; users type them
+    after flags too (``verify-data R --split test paths.data_root=/x``). A word that is the value of an
+    option taking exactly one value (``--out a=b``) stays with its option.
+    """
+    subs = _subparsers(parser)
+    current = parser
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest += argv[i:]
+            break
+        if word.startswith("-"):
+            rest.append(word)
+            if "=" not in word and _takes_one_value(current, word) and i + 1 < len(argv):
+                rest.append(argv[i + 1])
+                i += 1
+        elif current is parser and word in subs:
+            current = subs[word]
+            rest.append(word)
+        elif current is not parser and _OVERRIDE_RE.match(word):
+            overrides.append(word)
+        else:
+            rest.append(word)
+        i += 1
+    return rest, overrides
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line with ``key=value`` overrides allowed anywhere after the subcommand."""
+    parser = build_parser()
+    rest, overrides = split_overrides(parser, list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    if overrides:
+        if hasattr(args, "overrides"):
+            args.overrides = [*overrides, *args.overrides]
+        elif hasattr(args, "items"):
+            args.items = [*args.items, *overrides]
+        else:
+            parser.error(f"`{args.command}` takes no key=value overrides (got {' '.join(overrides)})")
+    return args
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -52,21 +120,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from vidbench.data.datasets import load_split
-    from vidbench.data.verify import format_manifest_summary, verify_split
+    """Report every chosen split, even after one fails; exit 1 when a test split is incomplete (see --help)."""
+    from vidbench.data.verify import verify_data
 
     cfg = _compose(args)
-    d = cfg.data
-    splits = {"train": d.train_split, "test": d.test_split}
-    chosen = splits.values() if args.split == "both" else [splits[args.split]]
-    out_dir = Path(args.out) if args.out else Path(d.root) / "manifests"
-    bad = 0
-    for split in chosen:
-        index = load_split(d.dataset, d.root, split, video_root=d.video_root)
-        manifest = verify_split(index, out_dir / f"{d.dataset}_{split}.json")
-        print(format_manifest_summary(manifest))
-        bad += manifest["summary"]["missing"] + manifest["summary"]["undecodable"]
-    return 1 if bad and args.strict else 0
+    report = verify_data(cfg, args.split, out_dir=args.out)
+    for block in report.blocks:
+        print(block)
+    print(report.verdict)
+    return report.exit_code(strict=args.strict)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -131,11 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("verify-data", help="manifest of present / missing / undecodable videos per split")
+    p = sub.add_parser(
+        "verify-data",
+        help="manifest of present / missing / undecodable videos per split",
+        description="Per split: the folder searched, the file names expected, the counts, the first missing ids, "
+        "caption truncation counts, the manifest path and the fix. Exit status: 0 when the test split is "
+        "complete (missing training videos are skipped and counted by fit), 1 when a video of the test split is "
+        "missing or undecodable (or any video, with --strict), 2 when a split's annotations cannot be read.",
+    )
     _recipe_args(p)
     p.add_argument("--split", choices=["train", "test", "both"], default="both")
-    p.add_argument("--out", help="manifest folder (default: <data root>/manifests)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any video is missing or undecodable")
+    p.add_argument(
+        "--out", help="manifest folder (default: <paths.cache_dir>/manifests/<dataset>-<hash of the data root>)"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when any video of any split is missing or undecodable")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("aggregate", help="runs/*/result.json -> leaderboard.md, results.csv, plots")
@@ -165,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vidbench.errors import ConfigError
+from vidbench.locations import default_cache_root
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -28,6 +29,9 @@ class PathsConfig:
     data_root: str = "data"  # real datasets live in <data_root>/<dataset>/ (see README)
     synth_root: str = "data/synth"  # where `vidbench synth` writes the synthetic benchmark
     runs_dir: str = "runs"  # run directories: <runs_dir>/<recipe>/seed<k>/
+    # Frame caches and data manifests; never inside a dataset root (those are often read-only). $VIDBENCH_CACHE
+    # when set, else ~/.cache/vidbench. Point several users at one folder to share a cache (keyed by content).
+    cache_dir: str | None = None  # None: see default_cache_root()
 
 
 @dataclass
@@ -54,7 +58,7 @@ class DataConfig:
     eval_batch_size: int = 64  # per process
     num_workers: int = 4
     cache: bool = True  # decode each clip once into a memory-mapped frame cache
-    cache_dir: str | None = None  # default: <root>/.vidbench_cache
+    cache_dir: str | None = "${paths.cache_dir}/frames"  # frame caches, one folder per content key
     missing_policy_train: str = "skip"  # skip | fail
     missing_policy_test: str = "fail"  # fail | skip (skips are counted in result.json)
 
@@ -323,6 +327,21 @@ def _validate_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r}; choose one of {list(choices)}")
 
 
+def _expand_user_paths(cfg: DictConfig) -> None:
+    """``~`` in the path keys becomes the home folder, so config.yaml records where files really went."""
+    for dotted in (
+        "paths.data_root",
+        "paths.runs_dir",
+        "paths.cache_dir",
+        "data.root",
+        "data.video_root",
+        "data.cache_dir",
+    ):
+        value = OmegaConf.select(cfg, dotted)
+        if isinstance(value, str) and value.startswith("~"):
+            OmegaConf.update(cfg, dotted, str(Path(value).expanduser()), merge=False)
+
+
 def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfig:
     """Compose, validate and resolve a recipe; returns a read-only DictConfig."""
     path = find_recipe(str(recipe))
@@ -356,6 +375,8 @@ def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfi
         raise ConfigError(_key_error_message(exc, str(path), prefix="method.")) from exc
     OmegaConf.set_struct(cfg, False)
     cfg.method = method_cfg
+    if not cfg.paths.cache_dir:
+        cfg.paths.cache_dir = default_cache_root()
     if cfg.run.name is None:
         cfg.run.name = path.stem
     try:
@@ -363,6 +384,9 @@ def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfi
     except OmegaConfBaseException as exc:
         raise ConfigError(_key_error_message(exc, str(path))) from exc
     _validate_choices(resolved)
+    if not resolved.data.cache_dir:
+        resolved.data.cache_dir = f"{resolved.paths.cache_dir}/frames"
+    _expand_user_paths(resolved)
     OmegaConf.set_readonly(resolved, True)
     return resolved
 

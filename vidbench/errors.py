@@ -48,3 +48,12 @@ class VideoDecodeError(DataError):
 
 class MissingWeightsError(VidbenchError):
     """CLIP weights or tokenizer files are not available offline."""
+
+
+class NotWritableError(VidbenchError):
+    """A folder the suite must write (frame cache, manifests, run directory) cannot be written."""
+
+    def __init__(self, folder: str | Path, setting: str, reason: str) -> None:
+        self.folder = Path(folder)
+        self.setting = setting
+        super().__init__(f"cannot write to {self.folder} ({reason}); set {setting} to a writable folder")

@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from vidbench.errors import NotWritableError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -56,3 +58,21 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """UTF-8 text version of :func:`write_bytes_atomic`."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def ensure_writable(folder: str | Path, setting: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there, before any long work starts.
+
+    Shared dataset folders are often read-only (a bind mount, NFS export, or another user's files); the
+    permission bits alone do not tell (root ignores them), so a real file is created and removed. A failure
+    is a :class:`NotWritableError` naming the folder and the ``setting`` that moves it.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vidbench-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NotWritableError(folder, setting, exc.strerror or str(exc)) from exc
+    return folder

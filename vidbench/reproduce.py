@@ -4,7 +4,8 @@ Each run is its own `vidbench fit --test` process, so multi-GPU DDP launches cle
 does not take the others down. Runs that already have a result.json are skipped: re-running a suite after an
 interruption finishes what is missing. Before anything starts, a preflight composes every recipe and checks
 that the annotation files, the videos and the CLIP weights are where they should be, and stops within
-seconds with what to put where if not.
+seconds with what to put where if not, and that every folder a run will write (run directories, frame caches)
+can be written: dataset folders are often read-only, and nothing is written there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from vidbench.config import compose, run_dir
 from vidbench.data.datasets import load_split
+from vidbench.data.verify import search_hint, video_fix
 from vidbench.errors import DataError, VidbenchError
+from vidbench.io import ensure_writable
 from vidbench.models.clip import ensure_local_weights
 from vidbench.suites import Suite
 
@@ -36,11 +39,20 @@ def clip_override(recipe_clip: str, clip: str | None) -> list[str]:
     return [f"model.clip={folder}"]
 
 
+def _written_folders(cfg) -> list[tuple[Path, str]]:
+    """Every folder a run writes, with the setting that moves it: the run directory and the frame cache."""
+    folders = [(run_dir(cfg), "paths.runs_dir")]
+    if cfg.data.cache:
+        folders.append((Path(cfg.data.cache_dir), "data.cache_dir (or paths.cache_dir, or $VIDBENCH_CACHE)"))
+    return folders
+
+
 def preflight(suite: Suite, overrides: list[str], clip: str | None) -> list[tuple[str, list[str]]]:
     """Compose every recipe and check data and weights; returns (recipe, overrides) per recipe."""
     planned = []
     problems: list[str] = []
     checked_data: set[tuple[str, str, str]] = set()
+    checked_dirs: set[Path] = set()
     for recipe in suite.recipes:
         base_cfg = compose(recipe, overrides)
         extra = [*overrides, *clip_override(base_cfg.model.clip, clip)]
@@ -63,9 +75,17 @@ def preflight(suite: Suite, overrides: list[str], clip: str | None) -> list[tupl
             found = sum(v.path is not None for v in index.videos)
             if found == 0:
                 problems.append(
-                    f"{d.dataset}/{split}: none of the {len(index.videos)} videos was found under "
-                    f"{d.video_root or d.root} (searched recursively)"
+                    f"{d.dataset}/{split}: none of the {len(index.videos)} videos was found: {search_hint(index)}; "
+                    f"fix: {video_fix(index)}"
                 )
+        for folder, setting in _written_folders(cfg):
+            if folder in checked_dirs:
+                continue
+            checked_dirs.add(folder)
+            try:
+                ensure_writable(folder, setting)
+            except VidbenchError as exc:
+                problems.append(str(exc))
         planned.append((recipe, extra))
     if problems:
         unique = list(dict.fromkeys(problems))

@@ -7,6 +7,8 @@ up where it stopped. ``test`` writes ``result.json`` there, atomically.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import platform
@@ -30,7 +32,7 @@ from vidbench.config import config_hash, run_dir
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.text import build_tokenizer
 from vidbench.errors import VidbenchError
-from vidbench.io import write_text_atomic
+from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
 from vidbench.results.schema import write_json_atomic
@@ -225,7 +227,7 @@ def _write_config(cfg: DictConfig, out: Path) -> None:
 
 def fit(cfg: DictConfig) -> Path:
     """Train (or resume) the recipe; returns the run directory."""
-    out = run_dir(cfg)
+    out = ensure_writable(run_dir(cfg), "paths.runs_dir")
     L.seed_everything(cfg.run.seed, workers=True)
     method = build_method(cfg)
     dm = build_datamodule(cfg, method)
@@ -237,7 +239,25 @@ def fit(cfg: DictConfig) -> Path:
     trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
+        trained = getattr(dm, "text_counts", {})  # the training split's truncation counts, for data.text
+        if trained:
+            write_text_atomic(out / TEXT_COUNTS, json.dumps(trained, indent=1) + "\n")
     return out
+
+
+TEXT_COUNTS = "data_text.json"
+
+
+def text_counts(out: Path, dm: Any) -> dict[str, dict[str, int]]:
+    """``data.text`` of result.json: the training split's counts saved by ``fit`` plus those of the test split.
+
+    Any datamodule may take part by exposing ``text_counts`` (split -> the six counts of the result schema).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    with contextlib.suppress(OSError, ValueError):  # absent: zero-shot, or trained before the counts existed
+        counts.update(json.loads((out / TEXT_COUNTS).read_text()))
+    counts.update(getattr(dm, "text_counts", {}))
+    return counts
 
 
 def _git_state() -> tuple[str | None, bool | None]:
@@ -304,7 +324,7 @@ def build_result(
         "num_queries": r["num_queries"],
         "num_gallery": r["num_gallery"],
         "protocols": r["protocols"],
-        "data": dm.data_report(),
+        "data": dm.data_report() | {"text": text_counts(out, dm)},
         "env": _environment(trainer, cfg),
         "wall_time_s": wall,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -318,7 +338,7 @@ def build_result(
 def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     """Evaluate the run's checkpoint (``last``), a given path, or the untrained model (``None``: zero-shot)."""
     start = time.perf_counter()
-    out = run_dir(cfg)
+    out = ensure_writable(run_dir(cfg), "paths.runs_dir")
     L.seed_everything(cfg.run.seed, workers=True)
     method = build_method(cfg)
     ckpt_path = None

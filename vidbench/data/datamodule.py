@@ -20,14 +20,17 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vidbench.data.datasets import load_split
 from vidbench.data.frame_cache import FrameCache
-from vidbench.data.text import TextTokenizer, tokenize
+from vidbench.data.text import TextTokenizer, format_text_counts, tokenize_counted
 from vidbench.data.types import SplitIndex
+from vidbench.data.verify import search_hint, video_fix
 from vidbench.data.video import load_clip
 from vidbench.errors import DataError, VideoDecodeError
+from vidbench.locations import default_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,10 @@ class FrameSource:
             except VideoDecodeError as exc:
                 self.decode_failures += 1
                 log.warning("%s; using the next clip of the split instead (counted)", exc)
-        raise DataError(f"no video of split {self.index.dataset}/{self.index.split} could be decoded")
+        raise DataError(
+            f"no video of split {self.index.dataset}/{self.index.split} could be decoded: {search_hint(self.index)}"
+            f"\n  fix: {video_fix(self.index)}; run `vidbench verify-data <recipe>` for the reason per video"
+        )
 
 
 class TrainPairs(Dataset):
@@ -158,6 +164,15 @@ def keep_videos(index: SplitIndex, keep: list[int]) -> SplitIndex:
     return replace(index, videos=[index.videos[i] for i in keep], captions=captions, caption_video=cap_video)
 
 
+def require_some_videos(index: SplitIndex) -> None:
+    """Stop before any decoding when not one video of the split was found: the folder or the names are wrong."""
+    if index.videos and all(v.path is None for v in index.videos):
+        raise DataError(
+            f"none of the {len(index.videos)} videos of {index.dataset}/{index.split} was found: "
+            f"{search_hint(index)}\n  fix: {video_fix(index)}"
+        )
+
+
 def apply_video_policy(
     index: SplitIndex, failures: dict[str, str], policy: str, *, what: str, manifest_hint: str
 ) -> tuple[SplitIndex, list[int], dict[str, str]]:
@@ -169,14 +184,17 @@ def apply_video_policy(
         lines = "\n".join(f"    {vid}: {reason.splitlines()[0]}" for vid, reason in first)
         raise DataError(
             f"{len(failures)} of {len(index.videos)} videos of {index.dataset}/{index.split} are missing or "
-            f"undecodable ({what}); first ones:\n{lines}\n"
-            f"  fix: put the files under the data root (see README, 'Data layout'), run `{manifest_hint}` for a "
-            "full manifest, or set data.missing_policy_test=skip to evaluate on the rest "
+            f"undecodable ({what}); first ones:\n{lines}\n  {search_hint(index)}\n"
+            f"  fix: {video_fix(index)}; run `{manifest_hint}` for a full manifest, or set "
+            "data.missing_policy_test=skip to evaluate on the rest "
             "(a non-standard gallery; the skip count lands in result.json)"
         )
     keep = [i for i, v in enumerate(index.videos) if v.video_id not in failures]
     if not keep:
-        raise DataError(f"every video of {index.dataset}/{index.split} is missing or undecodable")
+        raise DataError(
+            f"every video of {index.dataset}/{index.split} is missing or undecodable ({what}): "
+            f"{search_hint(index)}\n  fix: {video_fix(index)}; run `{manifest_hint}` for the reason per video"
+        )
     log.warning("%s/%s: skipping %d missing/undecodable videos", index.dataset, index.split, len(failures))
     return keep_videos(index, keep), keep, dict(failures)
 
@@ -220,19 +238,20 @@ class RetrievalDataModule(L.LightningDataModule):
         self.manifest_hint = manifest_hint
         self.splits: dict[str, PreparedSplit] = {}
         self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.text_counts: dict[str, dict[str, int]] = {}  # split name -> data.text entry of result.json
 
     # -- preparation ------------------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path:
-        return Path(self.cfg.cache_dir) if self.cfg.cache_dir else Path(self.cfg.root) / ".vidbench_cache"
+        return Path(self.cfg.cache_dir) if self.cfg.cache_dir else Path(default_cache_root()) / "frames"
 
     def _split_name(self, stage: str) -> str:
         return self.cfg.train_split if stage == "train" else self.cfg.test_split
 
     def load_index(self, stage: str) -> SplitIndex:
-        return load_split(
-            self.cfg.dataset, self.cfg.root, self._split_name(stage), video_root=self.cfg.video_root
-        )
+        index = load_split(self.cfg.dataset, self.cfg.root, self._split_name(stage), video_root=self.cfg.video_root)
+        require_some_videos(index)  # before a frame cache of failed rows is written
+        return index
 
     def _build_cache(self, index: SplitIndex) -> FrameCache:
         s = self.sampling
@@ -275,7 +294,12 @@ class RetrievalDataModule(L.LightningDataModule):
         source = FrameSource(kept_index, self.sampling, cache, rows)
         prepared = PreparedSplit(kept_index, source, skipped, policy)
         self.splits[stage] = prepared
-        self._tokens[stage] = tokenize(self.tokenizer, kept_index.captions, self.cfg.max_words)
+        ids, mask, counts = tokenize_counted(self.tokenizer, kept_index.captions, self.cfg.max_words)
+        self._tokens[stage] = (ids, mask)
+        counts["ids_without_captions"] = int(index.notes.get("ids_without_captions", 0) or 0)
+        self.text_counts[index.split] = counts
+        if rank_zero_only.rank == 0:  # once per run, not once per rank (Lightning's logger would print it twice)
+            log.info(format_text_counts(f"{index.dataset}/{index.split}", counts))
         return prepared
 
     def setup(self, stage: str | None = None) -> None:
@@ -360,4 +384,5 @@ class RetrievalDataModule(L.LightningDataModule):
             "skipped_ids": list(split.skipped)[:20],
             "decode_failures_replaced": decode_failures,
             "num_annotated_videos": len(split.index.videos) + len(split.skipped),
+            "text": dict(self.text_counts),
         }

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidbench.data.sampling import check_sampling_args
 from vidbench.data.types import VideoRef
 from vidbench.data.video import load_clip
-from vidbench.errors import DataError, VideoDecodeError
+from vidbench.errors import DataError, NotWritableError, VideoDecodeError
 
 FORMAT_VERSION = 1
 STATUS_OK, STATUS_MISSING, STATUS_UNDECODABLE = "ok", "missing", "undecodable"
@@ -96,13 +96,15 @@ class FrameCache:
         fps_mode: str = "int",
         num_workers: int = 0,
         progress: bool = True,
+        setting: str = "data.cache_dir",
     ) -> FrameCache:
         """Return the cache for these videos and parameters, decoding every clip only if none exists yet.
 
         Clips are decoded with :func:`~vidbench.data.video.load_clip` (in ``num_workers`` processes when
         > 0, order preserved). A missing file (``path`` None or not on disk) is recorded as "missing" and
         a :class:`~vidbench.errors.VideoDecodeError` as "undecodable" with its reason; neither stops the
-        build. Their rows stay zero and :meth:`get` refuses them.
+        build. Their rows stay zero and :meth:`get` refuses them. A ``cache_dir`` that cannot be written
+        raises :class:`~vidbench.errors.NotWritableError` naming ``setting`` (the config key that moves it).
         """
         if not videos:
             raise ValueError("FrameCache.build needs at least one video")
@@ -121,8 +123,11 @@ class FrameCache:
         final = cache_dir / key
         if _is_complete(final, key):
             return cls(final)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.building-", dir=cache_dir))
+        try:  # a complete cache in a read-only shared folder is fine (above); building one needs writes
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.building-", dir=cache_dir))
+        except OSError as err:
+            raise NotWritableError(cache_dir, setting, err.strerror or str(err)) from err
         try:
             _write(tmp, key, videos, params, num_workers, progress)
             _move_into_place(tmp, final, key)

@@ -127,9 +127,21 @@ def tokenize(tokenizer: TextTokenizer, texts: Sequence[str], max_words: int) -> 
     """Encode captions in the CLIP4Clip layout.
 
     Each row is ``[SOT] + tokens[: max_words - 2] + [EOT]`` followed by zeros, so ``max_words``
-    counts both special tokens and paragraphs are simply cut.
+    counts both special tokens and paragraphs are simply cut (:func:`tokenize_counted` says how much).
 
     :return: ``ids`` and ``mask``, both ``[N, max_words]`` long; ``mask`` is 1 over SOT..EOT.
+    """
+    ids, mask, _ = tokenize_counted(tokenizer, texts, max_words)
+    return ids, mask
+
+
+def tokenize_counted(
+    tokenizer: TextTokenizer, texts: Sequence[str], max_words: int
+) -> tuple[Tensor, Tensor, dict[str, int]]:
+    """:func:`tokenize`, plus what the cut removed, so truncation is a published part of the protocol.
+
+    The counts (see :func:`truncation_counts`) are over content tokens, SOT and EOT excluded: a caption is
+    truncated when it has more than ``max_words - 2`` tokens.
     """
     if max_words < 2:
         raise ConfigError(f"max_words must be >= 2 (it includes SOT and EOT); got {max_words}")
@@ -137,8 +149,43 @@ def tokenize(tokenizer: TextTokenizer, texts: Sequence[str], max_words: int) -> 
         raise TypeError("tokenize() takes a sequence of captions, not a single string")
     ids = torch.zeros(len(texts), max_words, dtype=torch.long)
     mask = torch.zeros(len(texts), max_words, dtype=torch.long)
+    lengths: list[int] = []
     for row, text in enumerate(texts):
-        seq = [tokenizer.sot_id, *tokenizer.encode(text)[: max_words - 2], tokenizer.eot_id]
+        tokens = tokenizer.encode(text)
+        lengths.append(len(tokens))
+        seq = [tokenizer.sot_id, *tokens[: max_words - 2], tokenizer.eot_id]
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
-    return ids, mask
+    return ids, mask, truncation_counts(lengths, max_words)
+
+
+def truncation_counts(lengths: Sequence[int], max_words: int) -> dict[str, int]:
+    """Counts of the ``max_words`` cut from content-token lengths (SOT/EOT excluded).
+
+    ``captions``, ``captions_truncated`` (longer than ``max_words - 2``), ``tokens_dropped`` (tokens past the
+    cut, summed), ``tokens`` (all content tokens), ``longest_tokens`` and ``max_words``.
+    """
+    keep = max_words - 2
+    return {
+        "captions": len(lengths),
+        "captions_truncated": sum(n > keep for n in lengths),
+        "tokens_dropped": sum(max(0, n - keep) for n in lengths),
+        "tokens": int(sum(lengths)),
+        "longest_tokens": max(lengths, default=0),
+        "max_words": int(max_words),
+    }
+
+
+def format_text_counts(where: str, counts: dict[str, int]) -> str:
+    """One console line: how many captions the ``max_words`` cut shortened and how many tokens it dropped."""
+    n, cut = counts["captions"], counts["captions_truncated"]
+    total, dropped = counts.get("tokens", 0), counts["tokens_dropped"]
+    share = f" ({100 * cut / n:.1f}%)" if n else ""
+    tok_share = f" ({100 * dropped / total:.1f}% of {total} tokens)" if total else ""
+    line = (
+        f"{where} text: {n} captions, {cut}{share} truncated at max_words={counts['max_words']}, "
+        f"{dropped} tokens dropped{tok_share}, longest {counts['longest_tokens']} tokens"
+    )
+    if "ids_without_captions" in counts:
+        line += f"; {counts['ids_without_captions']} listed ids without captions left out"
+    return line

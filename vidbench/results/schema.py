@@ -34,7 +34,11 @@ writers stay readable)::
                      "match_flops_per_query": float, "index_bytes_per_video": float,
                      "ms_per_query": float, "gallery_size": int, "hardware": str},   # each may be null
       "data": {"missing_policy": "fail" | "skip", "skipped_videos": int,
-               "skipped_ids": [str, ...], "manifest": str | null},
+               "skipped_ids": [str, ...], "manifest": str | null,
+               "text": {"<split>": {"captions": int, "captions_truncated": int,   # optional; the max_words
+                                   "tokens_dropped": int, "longest_tokens": int,   # cut per split, content
+                                   "max_words": int, "ids_without_captions": int,  # tokens (SOT/EOT not
+                                   "tokens": int}}},                               # counted); tokens optional
       "env": {"python": str, "torch": str, "lightning": str, "transformers": str,
               "device": str, "world_size": int, "precision": str},
       "wall_time_s": float, "created": "ISO-8601",
@@ -75,6 +79,15 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+# data.text per split (issue 13; the MMT-feature path fills the same): what the max_words cut removed.
+TEXT_COUNT_FIELDS: tuple[str, ...] = (
+    "captions",
+    "captions_truncated",
+    "tokens_dropped",
+    "longest_tokens",
+    "max_words",
+    "ids_without_captions",
+)
 # Cost fields a protocol entry may override (see module docstring).
 PROTOCOL_COST_FIELDS: tuple[str, ...] = ("match_flops_per_query", "ms_per_query", "index_bytes_per_video")
 
@@ -173,6 +186,31 @@ def _check_data(d: Any, problems: list[str]) -> None:
         problems.append("'data.skipped_ids' must be a list of strings")
     if d.get("manifest") is not None and not isinstance(d["manifest"], str):
         problems.append(f"'data.manifest' must be a string or null, got {d['manifest']!r}")
+    if "text" in d:
+        _check_text(d["text"], problems)
+
+
+def _check_text(text: Any, problems: list[str]) -> None:
+    """``data.text``: per split, what the ``max_words`` cut removed (see TEXT_COUNT_FIELDS)."""
+    if not isinstance(text, dict):
+        problems.append("'data.text' must be an object split -> counts")
+        return
+    for split, counts in text.items():
+        where = f"'data.text.{split}'"
+        if not isinstance(counts, dict):
+            problems.append(f"{where} must be an object")
+            continue
+        for k in TEXT_COUNT_FIELDS:
+            if k not in counts:
+                problems.append(f"{where} lacks '{k}'")
+            elif not (_is_int(counts[k]) and counts[k] >= 0):
+                problems.append(f"{where}.{k} must be a non-negative integer, got {counts[k]!r}")
+        if "tokens" in counts and not (_is_int(counts["tokens"]) and counts["tokens"] >= 0):
+            problems.append(f"{where}.tokens must be a non-negative integer, got {counts['tokens']!r}")
+        if all(_is_int(counts.get(k)) for k in ("captions", "captions_truncated")) and (
+            counts["captions_truncated"] > counts["captions"]
+        ):
+            problems.append(f"{where}: captions_truncated exceeds captions")
 
 
 def _check_env(e: Any, problems: list[str]) -> None:

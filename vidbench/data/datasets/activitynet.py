@@ -132,4 +132,5 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
         multi_caption=False,
         text_unit="paragraph",
         notes=notes,
+        name_pattern="v_<id>.<ext> or <id>.<ext> (mp4, mkv, webm, ...; any depth)",
     )

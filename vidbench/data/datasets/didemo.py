@@ -108,4 +108,5 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
         multi_caption=False,
         text_unit="paragraph",
         notes=notes,
+        name_pattern="the list's name as is, <name>.mp4, or <stem>.<ext> (any depth)",
     )

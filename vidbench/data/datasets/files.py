@@ -357,6 +357,16 @@ def stem_candidates(video_id: str) -> list[tuple[Scheme, str]]:
     return [("stem", video_id), ("name", video_id)]
 
 
+def example_names(candidates: Iterable[tuple[Scheme, str]]) -> list[str]:
+    """The file names that would match, in the order tried: ``<stem>.<ext>`` means any video extension."""
+    names: list[str] = []
+    for scheme, key in candidates:
+        name = {"stem": f"{key}.<ext>", "name": key, "name_minus_mp4": f"{key}.mp4"}[scheme]
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def build_split(
     dataset: str,
     split: str,
@@ -367,8 +377,13 @@ def build_split(
     multi_caption: bool,
     text_unit: str = "sentence",
     notes: dict[str, object] | None = None,
+    name_pattern: str = "<id>.<ext>",
 ) -> SplitIndex:
-    """Resolve every entry's file under ``video_root`` and lay captions out grouped in video order."""
+    """Resolve every entry's file under ``video_root`` and lay captions out grouped in video order.
+
+    ``name_pattern`` says in words which file names are looked for; it is recorded in ``notes`` with the
+    names tried for one id (a missing one when there is one), so "not found" messages can show both.
+    """
     index = scan_files(video_root)
     videos: list[VideoRef] = []
     captions: list[str] = []
@@ -381,8 +396,12 @@ def build_split(
         captions.extend(e.captions)
         caption_video.extend([i] * len(e.captions))
     info: dict[str, object] = dict(notes or {})
+    example = next((v.video_id for v in videos if v.path is None), videos[0].video_id if videos else None)
     info.update(
-        video_root=str(video_root),
+        video_root=os.path.abspath(Path(video_root).expanduser()),
+        name_pattern=name_pattern,
+        example_id=example,
+        example_names=example_names(candidates(example)) if example is not None else [],
         videos=len(videos),
         captions=len(captions),
         videos_found=sum(v.path is not None for v in videos),

@@ -68,4 +68,12 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
         grouped.setdefault(clip_id, []).append(sentence)
     entries = [Entry(cid, caps) for cid, caps in grouped.items()]
     notes = {"split_file": str(path), "rows": len(rows), "repeated_clip_rows": len(rows) - len(grouped)}
-    return build_split("lsmdc", split, entries, vroot, multi_caption=len(rows) > len(grouped), notes=notes)
+    return build_split(
+        "lsmdc",
+        split,
+        entries,
+        vroot,
+        multi_caption=len(rows) > len(grouped),
+        notes=notes,
+        name_pattern="<clip_id>.avi (any extension, any depth)",
+    )

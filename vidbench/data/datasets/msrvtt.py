@@ -46,6 +46,9 @@ _FIX_ZIP = (
 )
 
 
+NAME_PATTERN = "video<N>.mp4 (or video<N>.<ext>, any folder depth)"
+
+
 def _candidates(video_id: str) -> list[tuple[Scheme, str]]:
     return [("name", f"{video_id}.mp4"), ("stem", video_id), ("name", video_id)]
 
@@ -125,7 +128,14 @@ def _load_test_1ka(root: Path, video_root: Path) -> SplitIndex:
         entries.append(Entry(vid, [row["sentence"]]))
     notes = {"split_file": str(path), "caption_source": str(path)}
     return build_split(
-        "msrvtt", "test-1ka", entries, video_root, candidates=_candidates, multi_caption=False, notes=notes
+        "msrvtt",
+        "test-1ka",
+        entries,
+        video_root,
+        candidates=_candidates,
+        multi_caption=False,
+        notes=notes,
+        name_pattern=NAME_PATTERN,
     )
 
 
@@ -174,5 +184,12 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
             raise missing_id_error(vid, source, ann)
         entries.append(Entry(vid, caps))
     return build_split(
-        "msrvtt", split, entries, vroot, candidates=_candidates, multi_caption=True, notes=notes
+        "msrvtt",
+        split,
+        entries,
+        vroot,
+        candidates=_candidates,
+        multi_caption=True,
+        notes=notes,
+        name_pattern=NAME_PATTERN,
     )

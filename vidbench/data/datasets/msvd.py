@@ -84,4 +84,5 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
             raise missing_id_error(vid, list_path, cap_path)
         entries.append(Entry(vid, caps))
     notes = {"split_file": str(list_path), "caption_source": str(cap_path), "duplicate_ids_dropped": dup}
-    return build_split("msvd", split, entries, vroot, multi_caption=True, notes=notes)
+    pattern = "<clip id>.avi (any extension, any depth)"
+    return build_split("msvd", split, entries, vroot, multi_caption=True, notes=notes, name_pattern=pattern)

@@ -119,4 +119,5 @@ def load_split(root: str | Path, split: str, *, video_root: str | Path | None = 
         "caption_source": [str(s) for s in sources] if len(sources) > 1 else str(sources[0]),
         "duplicate_ids_dropped": dup,
     }
-    return build_split("vatex", split, entries, vroot, multi_caption=True, notes=notes)
+    pattern = "<videoID>.mp4 (any extension, any depth)"
+    return build_split("vatex", split, entries, vroot, multi_caption=True, notes=notes, name_pattern=pattern)
