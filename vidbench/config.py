@@ -47,7 +47,7 @@ class DataConfig:
     max_frames: int = 12
     framerate: float = 1.0
     slice_framepos: int = 2  # 0 head, 1 tail, 2 uniform (every published script)
-    fps_mode: str = "int"  # "int": the reference truncates fps to an integer; "exact"
+    fps_mode: str = "int"  # int: CLIP4Clip's cv2 rule (fps truncated); exact; stride: DRL's decord rule
     image_size: int | None = None  # default: the backbone's input size
     expand_captions: bool = True  # every (video, caption) pair is a training sample
     batch_size: int = 128  # global batch; divided by the world size
@@ -252,7 +252,7 @@ class RootConfig:
 _CHOICES = {
     "data.missing_policy_train": ("skip", "fail"),
     "data.missing_policy_test": ("skip", "fail"),
-    "data.fps_mode": ("int", "exact"),
+    "data.fps_mode": ("int", "exact", "stride"),
     "data.slice_framepos": (0, 1, 2),
     "optim.optimizer": ("adamw", "bertadam"),
     "optim.schedule": ("warmup_cosine", "constant"),
