@@ -49,6 +49,7 @@ class ScoringProtocol:
     match_flops: Callable[[int], float] | None = None
     index_bytes_per_video: float | None = None
     dsl: bool = False  # also report dual-softmax on this protocol's scores (as protocol "dsl")
+    mmt_metrics: bool = False  # also record HCQ's (MMT's) metric family as the entry's "metrics_mmt"
 
 
 class RetrievalMethod(L.LightningModule, ABC):
@@ -223,6 +224,7 @@ class RetrievalMethod(L.LightningModule, ABC):
                 postprocess=["dsl"] if proto.dsl else [],
                 postprocess_kwargs={"dsl": {"temperature": e.dsl_temperature}},
                 multi_caption=dm.test_multi_caption(),
+                mmt=proto.mmt_metrics,
             ).to(self.device)
             board.update(sims, rows)
             flat = board.compute()
@@ -230,6 +232,9 @@ class RetrievalMethod(L.LightningModule, ABC):
             strict = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("strict/")}
             if strict:
                 entry["strict"] = strict
+            mmt = {k.split("/", 1)[1]: float(v) for k, v in flat.items() if k.startswith("mmt/")}
+            if mmt:
+                entry["metrics_mmt"] = mmt
             if proto.match_flops is not None:
                 entry["match_flops_per_query"] = float(proto.match_flops(n_video))
             if proto.index_bytes_per_video is not None:

@@ -16,7 +16,9 @@ unquantised loss with ``cos(e pi / 2E)``; the codebooks are buffers learnt only 
 the end of every epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with
 the same codebooks). The temperature is fixed, so CLIP's logit scale is frozen (unused).
 
-Protocols (each in result.json with its own metrics and costs):
+Protocols (each in result.json with its own metrics and costs; every one also carries ``metrics_mmt``, the
+metric family HCQ's tables use: MMT's tie-averaged ranks, R@50 and the geometric mean of R@1/5/10, see
+:func:`vidbench.eval.metrics.mmt_retrieval_metrics`):
 - ``base``: retrieval on codes, what the paper reports: raw text queries, videos stored as G * M uint8
   codes, asymmetric distance computation with per-query look-up tables (vidbench/eval/adc.py). Its v2t
   column ranks texts by the same matrix.
@@ -52,6 +54,7 @@ from vidbench.models.gather import gather_features
 from vidbench.models.pooling import mean_pool_frames
 from vidbench.models.quantization import (
     EMPTY_POLICIES,
+    KMEANS_STOPS,
     Collective,
     EmbeddingReservoir,
     GhostVLAD,
@@ -80,6 +83,15 @@ class HCQ(RetrievalMethod):
             raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
         if m.kmeans_empty not in EMPTY_POLICIES:
             raise ConfigError(f"method.kmeans_empty must be one of {EMPTY_POLICIES}, got {m.kmeans_empty!r}")
+        if m.kmeans_stop not in KMEANS_STOPS:
+            raise ConfigError(f"method.kmeans_stop must be one of {KMEANS_STOPS}, got {m.kmeans_stop!r}")
+        if not 0.0 <= m.debias_prior < 1.0:
+            raise ConfigError(f"method.debias_prior (tau+) must be in [0, 1), got {m.debias_prior}")
+        if m.code_loss_weight < 0 or m.pq_reg_loss_weight < 0:
+            raise ConfigError(
+                "method.code_loss_weight and method.pq_reg_loss_weight must be >= 0, got "
+                f"{m.code_loss_weight} and {m.pq_reg_loss_weight}"
+            )
         if m.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
         dim = self.clip.embed_dim
@@ -109,9 +121,9 @@ class HCQ(RetrievalMethod):
             for _ in range(self.num_levels)
         )
         try:
-            weights = level_weights(m.fine_levels, m.coarse_weight)
+            weights = level_weights(m.fine_levels, m.cls_weight, m.vlad_weight)
         except ValueError as err:
-            raise ConfigError(f"method.coarse_weight: {err}") from err
+            raise ConfigError(f"method.cls_weight / method.vlad_weight: {err}") from err
         self.register_buffer("level_w", weights, persistent=False)
         self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
         self._caches = [EmbeddingReservoir(m.kmeans_cache) for _ in range(self.num_levels)]
@@ -154,11 +166,17 @@ class HCQ(RetrievalMethod):
         Training adds their straight-through quantisation, evaluation their uint8 codes.
         """
         if self.training:
+            m = self.cfg.method
             outs = [pq(levels[:, g]) for g, pq in enumerate(self.quantizers)]
-            return {
+            feats = {
                 "levels": torch.stack([o.normalized for o in outs], dim=1),
                 "quantized": torch.stack([o.quantized for o in outs], dim=1),
             }
+            if m.code_loss_weight:  # [B, G, M, K] soft codes for the code term
+                feats["soft"] = torch.stack([o.soft for o in outs], dim=1)
+            if m.pq_reg_loss_weight:  # [B, G, D] hard reconstructions for the regulariser
+                feats["hard"] = torch.stack([o.hard for o in outs], dim=1)
+            return feats
         codes = [pq.encode(levels[:, g]) for g, pq in enumerate(self.quantizers)]
         normalized = split_normalize(levels.float(), self.cfg.method.num_subspaces)
         return {"levels": normalized, "codes": torch.stack(codes, dim=1)}
@@ -191,14 +209,22 @@ class HCQ(RetrievalMethod):
         return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
     def training_loss(self, text: Features, video: Features) -> dict[str, Tensor]:
+        m = self.cfg.method
         return hybrid_aqcl_loss(
             text["levels"],
             video["levels"],
             text["quantized"],
             video["quantized"],
             self.level_w,
-            temperature=float(self.cfg.method.temperature),
+            temperature=float(m.temperature),
             smooth=self.smoothing(),
+            prior=float(m.debias_prior),
+            code_weight=float(m.code_loss_weight),
+            text_soft=text.get("soft"),
+            video_soft=video.get("soft"),
+            pq_reg_weight=float(m.pq_reg_loss_weight),
+            text_hard=text.get("hard"),
+            video_hard=video.get("hard"),
         )
 
     def cache_embeddings(self, text_levels: Tensor, video_levels: Tensor) -> None:
@@ -233,6 +259,7 @@ class HCQ(RetrievalMethod):
                 iters=m.kmeans_iters,
                 tol=m.kmeans_tol,
                 empty=m.kmeans_empty,
+                stop=m.kmeans_stop,
                 collective=coll,
             )
             pq.codebook.copy_(result.codebook)
@@ -289,6 +316,7 @@ class HCQ(RetrievalMethod):
                 match_flops=adc_cost,
                 index_bytes_per_video=self.index_bytes_per_video(video),
                 dsl=bool(self.cfg.eval.dsl),
+                mmt_metrics=True,
             ),
             ScoringProtocol(
                 name="v2t-codes",
@@ -296,6 +324,7 @@ class HCQ(RetrievalMethod):
                 bytes_per_pair=12,
                 match_flops=dense_cost,
                 index_bytes_per_video=4.0 * g * dim,
+                mmt_metrics=True,
             ),
             ScoringProtocol(
                 name="dense",
@@ -303,6 +332,7 @@ class HCQ(RetrievalMethod):
                 bytes_per_pair=4,
                 match_flops=dense_cost,
                 index_bytes_per_video=4.0 * g * dim,
+                mmt_metrics=True,
             ),
         ]
         if m.eval_faiss:
@@ -314,6 +344,7 @@ class HCQ(RetrievalMethod):
                     whole_gallery=True,
                     match_flops=adc_cost,
                     index_bytes_per_video=float(math.ceil(g * m.num_subspaces * math.log2(m.num_codewords) / 8)),
+                    mmt_metrics=True,
                 )
             )
         return out
