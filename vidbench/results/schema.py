@@ -75,6 +75,19 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+# The HCQ/MMT metric family (``protocols.<name>.metrics_mmt``), never mixed with METRIC_KEYS in one column.
+MMT_METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR", "GeoMean")
+MMT_METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in MMT_METRIC_NAMES)
+SELECTIONS: tuple[str, ...] = ("last", "best-on-test")
+CHECKPOINT_ORIGINS: tuple[str, ...] = ("vidbench", "clip4clip", "drl", "eercf", "hcq")
+TEXT_REPORT_INT: tuple[str, ...] = (
+    "captions",
+    "captions_truncated",
+    "tokens_dropped",
+    "longest_tokens",
+    "max_words",
+    "ids_without_captions",
+)
 # Cost fields a protocol entry may override (see module docstring).
 PROTOCOL_COST_FIELDS: tuple[str, ...] = ("match_flops_per_query", "ms_per_query", "index_bytes_per_video")
 
@@ -141,6 +154,19 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
                 problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
+        if entry.get("metrics_mmt") is not None:
+            m = entry["metrics_mmt"]
+            if not isinstance(m, dict):
+                problems.append(f"'{where}.metrics_mmt' must be an object with keys {', '.join(MMT_METRIC_KEYS)}")
+            else:
+                missing = [k for k in MMT_METRIC_KEYS if k not in m]
+                if missing:
+                    problems.append(f"'{where}.metrics_mmt' is missing {', '.join(missing)}")
+                bad = [k for k in MMT_METRIC_KEYS if k in m and not _is_number(m[k])]
+                if bad:
+                    problems.append(f"'{where}.metrics_mmt.{bad[0]}' must be a finite number, got {m[bad[0]]!r}")
+        if "selection" in entry and entry["selection"] not in SELECTIONS:
+            problems.append(f"'{where}.selection' must be one of {SELECTIONS}, got {entry['selection']!r}")
 
 
 def _check_efficiency(e: Any, problems: list[str]) -> None:
@@ -173,6 +199,29 @@ def _check_data(d: Any, problems: list[str]) -> None:
         problems.append("'data.skipped_ids' must be a list of strings")
     if d.get("manifest") is not None and not isinstance(d["manifest"], str):
         problems.append(f"'data.manifest' must be a string or null, got {d['manifest']!r}")
+    if d.get("text") is not None:
+        text = d["text"]
+        if not isinstance(text, dict) or not all(isinstance(v, dict) for v in text.values()):
+            problems.append("'data.text' must be an object {split: {captions, captions_truncated, ...}}")
+        else:
+            for split, rep in text.items():
+                for k, v in rep.items():
+                    if k in TEXT_REPORT_INT and not (_is_int(v) and v >= 0):
+                        problems.append(f"'data.text.{split}.{k}' must be a non-negative integer, got {v!r}")
+
+
+def _check_checkpoint(c: Any, problems: list[str]) -> None:
+    """A path string (older records) or ``{origin, path, sha256}``."""
+    if isinstance(c, str):
+        return
+    if not isinstance(c, dict):
+        problems.append("'checkpoint' must be a path string or an object {origin, path, sha256}")
+        return
+    if c.get("origin") not in CHECKPOINT_ORIGINS:
+        problems.append(f"'checkpoint.origin' must be one of {CHECKPOINT_ORIGINS}, got {c.get('origin')!r}")
+    for k in ("path", "sha256"):
+        if c.get(k) is not None and not isinstance(c[k], str):
+            problems.append(f"'checkpoint.{k}' must be a string, got {c[k]!r}")
 
 
 def _check_env(e: Any, problems: list[str]) -> None:
@@ -224,6 +273,8 @@ def result_problems(d: Any) -> list[str]:
         _check_data(d["data"], problems)
     if d.get("env") is not None:
         _check_env(d["env"], problems)
+    if d.get("checkpoint") is not None:
+        _check_checkpoint(d["checkpoint"], problems)
     if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
         problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
     if d.get("created") is not None:
