@@ -158,6 +158,8 @@ def test_headline_cells(board):
     )
     assert "7 of 1000 test captions cut at max_words = 32" in head
     assert "imported" in head and "evaluate a reference repository's checkpoint" in head
+    # CLIP4Clip 44.0 ± 2.0 and DRL 48.5 ± 0.7 are 4.5 apart (> 2.7): separated; nothing else has 2 seeds
+    assert "Not separated by these seeds" not in head
 
 
 def test_full_tables_fit_a_screen_and_keep_mmt_apart(board):
@@ -201,6 +203,17 @@ def test_combined_figure_points_and_frontier(board):
         "msrvtt_test-1ka_r1_vs_index_bytes.png",
         "papers_msrvtt_test-1ka_r1_vs_match_flops.png",
     ]
+
+
+def test_rows_the_seeds_cannot_separate_are_named(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (a, b) in enumerate(((40.0, 41.0), (44.0, 43.0), (42.0, 45.0))):
+        write(runs, record(C4C, "clip4clip", "CLIP4Clip (meanP)", seed, {"base": proto(a, 1e6, 2048.0)}))
+        write(runs, record(DRL, "drl", "DRL (WTI+seqTransf+CDCR)", seed, {"base": proto(b, 4e8, 24576.0)}))
+    rep = aggregate(runs, tmp_path / "out")
+    text = rep.leaderboard_path.read_text()
+    assert "Not separated by these seeds" in text
+    assert "CLIP4Clip (meanP) `base` ≈ DRL (WTI+seqTransf+CDCR) `base`" in text
 
 
 def test_pareto_frontier_against_brute_force():

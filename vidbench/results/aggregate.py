@@ -504,6 +504,21 @@ def _data_notes(runs: Sequence[RunResult], dataset: str, split: str) -> list[str
     return [notes[k] for k in sorted(notes)]
 
 
+def indistinguishable(h: Headline) -> list[tuple[str, str]]:
+    """Pairs of comparable headline rows whose t2v R@1 means differ by less than the sum of their seed stds.
+
+    Only rows with at least two seeds can be judged; set-apart rows are not compared.
+    """
+    rows = [(f"{i.row.display_label} `{i.protocol}`", *i.row.metrics["t2v_R1"]) for i in h.main]
+    rows = [r for r in rows if r[2] is not None]
+    return [
+        (a[0], b[0])
+        for k, a in enumerate(rows)
+        for b in rows[k + 1 :]
+        if abs(a[1] - b[1]) < (a[2] or 0.0) + (b[2] or 0.0)
+    ]
+
+
 def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateReport) -> str:
     notes = list(_data_notes(report.runs, h.dataset, h.split))
     if any(item.row.imported for item in h.rows):
@@ -514,6 +529,12 @@ def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateRep
     seeds = {len(item.row.runs) for item in h.rows}
     if seeds == {1}:
         notes.append("- One seed per row: differences smaller than a few points may be noise.")
+    ties = indistinguishable(h)
+    if ties:
+        notes.append(
+            "- Not separated by these seeds (t2v R@1 means closer than the sum of their stds; no ranking "
+            "between them is implied): " + "; ".join(f"{a} ≈ {b}" for a, b in ties) + "."
+        )
     text = headline_markdown(h, notes).rstrip("\n") + "\n\n"
     if fig is not None and fig.paths:
         links = []
