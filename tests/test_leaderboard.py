@@ -207,6 +207,10 @@ def test_combined_figure_points_and_frontier(board):
 
 def test_rows_the_seeds_cannot_separate_are_named(tmp_path):
     runs = tmp_path / "runs"
+    plots = tmp_path / "out" / "plots"
+    plots.mkdir(parents=True)
+    (plots / "msrvtt_test-1ka_base_r1_vs_index_bytes.png").write_bytes(b"old layout")
+    (plots / "my-notes.png").write_bytes(b"not ours")
     for seed, (a, b) in enumerate(((40.0, 41.0), (44.0, 43.0), (42.0, 45.0))):
         write(runs, record(C4C, "clip4clip", "CLIP4Clip (meanP)", seed, {"base": proto(a, 1e6, 2048.0)}))
         write(runs, record(DRL, "drl", "DRL (WTI+seqTransf+CDCR)", seed, {"base": proto(b, 4e8, 24576.0)}))
@@ -214,6 +218,9 @@ def test_rows_the_seeds_cannot_separate_are_named(tmp_path):
     text = rep.leaderboard_path.read_text()
     assert "Not separated by these seeds" in text
     assert "CLIP4Clip (meanP) `base` ≈ DRL (WTI+seqTransf+CDCR) `base`" in text
+    # the earlier layout's plot is gone (and said so), a file of another name stays
+    assert not (plots / "msrvtt_test-1ka_base_r1_vs_index_bytes.png").exists() and (plots / "my-notes.png").exists()
+    assert any("removed msrvtt_test-1ka_base_r1_vs_index_bytes.png" in n for n in rep.plot_omissions)
 
 
 def test_pareto_frontier_against_brute_force():

@@ -666,6 +666,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------------------------- entry
 
 
+def _remove_stale_plots(plots_dir: Path, written: Sequence[Path]) -> list[Path]:
+    """Delete this aggregator's own plots (``*_vs_*.png``) left by an earlier run and not redrawn now.
+
+    Without this a committed ``results/plots`` keeps figures of protocols or layouts that no longer exist, and
+    the README or a reader may link to them. Files of any other name are left alone.
+    """
+    keep = {p.resolve() for p in written}
+    stale = [p for p in sorted(plots_dir.glob("*_vs_*.png")) if p.resolve() not in keep]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def aggregate(
     runs_dir: Path,
     out_dir: Path,
@@ -710,6 +723,7 @@ def aggregate(
     if papers_figure is not None:
         plots.append(papers_figure)
     omissions = [o for f in figures for o in f.omitted]
+    stale = _remove_stale_plots(plots_dir, plots)
 
     kept_ids = {id(r) for r in kept}
     csv_rows = [_flat_row(r, runs_dir, id(r) not in kept_ids) for r in valid]
@@ -728,6 +742,9 @@ def aggregate(
         headlines=headlines,
         figures={(f.dataset, f.split, f.caption_policy): f for f in figures},
     )
+    report.plot_omissions += [
+        f"removed {p.name}: a plot of an earlier aggregation that this one did not draw" for p in stale
+    ]
     for table in tables:
         table.markdown = _table_markdown(table, out_dir)
     fig_by_key = report.figures
