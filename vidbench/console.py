@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
-_NOISE = ("💡 Tip", "TPU available", "HPU available", "litlogger", "litmodels")
+_NOISE = ("💡 Tip", "TPU available", "HPU available", "litlogger", "litmodels", "`weights_only` was not set")
 
 
 class _DropNoise(logging.Filter):
