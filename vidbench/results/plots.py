@@ -124,8 +124,8 @@ def _panel(ax, points: Sequence[FigPoint], papers: Sequence[PaperMark], *, xlabe
         colour = method_colour(m.label)
         ax.plot([m.x], [m.y], marker="o", mfc="none", mec=colour, ms=9, ls="none")
         tag = "" if m.tag == "verified" else " (UNVERIFIED)"
-        ax.annotate(f"paper: {m.label}{tag}", (m.x, m.y), textcoords="offset points", xytext=(5, -9), fontsize=6,
-                    color=colour)  # fmt: skip
+        ax.annotate(f"paper: {m.label}{tag}", (m.x, m.y), textcoords="offset points", xytext=(-6, -10), fontsize=6,
+                    color=colour, ha="right")  # fmt: skip
     ax.set_xscale("log")
     xs = [p.x for p in points] + [m.x for m in papers]
     lo, hi = min(xs), max(xs)
