@@ -158,6 +158,12 @@ def test_headline_cells(board):
     )
     assert "7 of 1000 test captions cut at max_words = 32" in head
     assert "imported" in head and "evaluate a reference repository's checkpoint" in head
+    assert "`faiss` (HCQ) serves the same codes and ranking as `base`" in head
+    csv = pd.read_csv(board.csv_path)
+    hcq_row = csv[csv["recipe"] == HCQ_MMT].iloc[0]
+    assert hcq_row["base.mmt.t2v_GeoMean"] == 41.0 and "base.mmt.t2v_GeoMean" not in {"base.t2v_R1"}
+    assert set(csv["checkpoint.origin"]) == {"vidbench", "eercf"}
+    assert set(csv["base@best-on-test.selection"].dropna()) == {"best-on-test"}
     # CLIP4Clip 44.0 ± 2.0 and DRL 48.5 ± 0.7 are 4.5 apart (> 2.7): separated; nothing else has 2 seeds
     assert "Not separated by these seeds" not in head
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -504,6 +505,14 @@ def _data_notes(runs: Sequence[RunResult], dataset: str, split: str) -> list[str
     return [notes[k] for k in sorted(notes)]
 
 
+def _rows_of(table: LeaderboardTable, h: Headline) -> list[Any]:
+    """The table's rows wrapped like headline items, when the table belongs to the headline's dataset · split."""
+    k = table.key
+    if (k.dataset, k.split, k.caption_policy) != (h.dataset, h.split, h.caption_policy):
+        return []
+    return [SimpleNamespace(row=row) for row in table.rows]
+
+
 def indistinguishable(h: Headline) -> list[tuple[str, str]]:
     """Pairs of comparable headline rows whose t2v R@1 means differ by less than the sum of their seed stds.
 
@@ -529,6 +538,12 @@ def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateRep
     seeds = {len(item.row.runs) for item in h.rows}
     if seeds == {1}:
         notes.append("- One seed per row: differences smaller than a few points may be noise.")
+    served = sorted({i.row.display_label for t in report.tables for i in _rows_of(t, h) if t.key.protocol == "faiss"})
+    if served:
+        notes.append(
+            f"- `faiss` ({', '.join(served)}) serves the same codes and ranking as `base` from a FAISS index: "
+            "in the full tables only."
+        )
     ties = indistinguishable(h)
     if ties:
         notes.append(
@@ -652,6 +667,11 @@ def _flat_row(run: RunResult, runs_dir: Path, duplicate: bool) -> dict[str, Any]
         for k in PROTOCOL_COST_FIELDS:
             if proto.get(k) is not None:
                 row[f"{name}.{k}"] = proto[k]
+        if proto.get("selection"):
+            row[f"{name}.selection"] = proto["selection"]
+        for k, v in sorted((proto.get("metrics_mmt") or {}).items()):
+            row[f"{name}.mmt.{k}"] = v
+    row["checkpoint.origin"] = checkpoint_origin(r)
     return row
 
 
