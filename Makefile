@@ -30,10 +30,10 @@ lint: setup
 synth: setup
 	$(BIN)/vidbench synth --out data/synth --seed 0
 
-# The main job, offline: the synthetic benchmark, every method's tiny recipe on CPU, then the leaderboard.
+# The main job, offline: the synthetic benchmark, every method's tiny recipe x 3 seeds on CPU, then the leaderboard.
 demo: setup
 	@test -f data/synth/README.txt || $(BIN)/vidbench synth --out data/synth --seed 0
-	$(BIN)/vidbench reproduce demo --runs runs --out results
+	$(BIN)/vidbench reproduce demo --in-process --runs runs --out results
 
 # make reproduce-msrvtt DATA_ROOT=/datasets [CLIP=/weights|tiny] [SEEDS="0 1 2"] [GPUS=4] [ARGS="key=value ..."]
 $(addprefix reproduce-,$(DATASETS)): reproduce-%: setup

@@ -58,3 +58,20 @@ def test_reproduce_msrvtt_on_fixture_data_runs_to_a_leaderboard(fixture_data_roo
     assert "msrvtt" in board and "CLIP4Clip (meanP)" in board and "DRL (WTI+seqTransf+CDCR)" in board
     assert (tmp_path / "results" / "results.csv").exists()
     assert any((tmp_path / "results" / "plots").glob("*.png"))
+
+
+def test_in_process_suite_runs_every_recipe_and_seed(small_synth, tmp_path, capsys):
+    """What `make demo` runs: several recipes x seeds in one process (tiny data, 2 steps each)."""
+    from vidbench.reproduce import run_suite
+    from vidbench.suites import Suite
+
+    suite = Suite(
+        "t", ("clip4clip-meanp_tiny_8f_b64_synth-msrvtt", "drl-wti-seqtransf-cdcr_tiny_8f_b64_synth-msrvtt"), (0, 1)
+    )
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "data.batch_size=8", "data.num_workers=0"]
+    overrides = [f"paths.synth_root={small_synth}", *short, "eval.efficiency=false"]
+    rows = run_suite(suite, overrides=overrides, runs_dir=str(tmp_path / "runs"), in_process=True)
+    assert [(r, s, status) for r, s, status in rows] == [(r, s, "ok") for r in suite.recipes for s in (0, 1)]
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 4
+    out = capsys.readouterr().out
+    assert out.count("epoch 1/1: loss") == 4 and "[4/4]" in out

@@ -154,7 +154,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.gpus:
         overrides += [f"trainer.devices={args.gpus}", "trainer.accelerator=gpu"]
-    rows = run_suite(load_suite(args.suite), overrides=overrides, seeds=args.seeds, clip=args.clip, runs_dir=args.runs)
+    rows = run_suite(
+        load_suite(args.suite),
+        overrides=overrides,
+        seeds=args.seeds,
+        clip=args.clip,
+        runs_dir=args.runs,
+        in_process=args.in_process,
+    )
     report = aggregate(Path(args.runs), Path(args.out))
     print(format_report(report))
     failed = [r for r in rows if r[2].startswith("failed")]
@@ -223,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="GPUs per run (DDP); default: all that are visible")
     p.add_argument("--runs", default="runs")
     p.add_argument("--out", default="results")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every fit+test in this process (single-device CPU runs: no per-run start-up); default: one "
+        "process per run",
+    )
     p.set_defaults(func=cmd_reproduce)
 
     from vidbench.slurm import add_run_task_parser, add_submit_parser  # light: no Lightning import

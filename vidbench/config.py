@@ -98,8 +98,12 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     limit_train_batches: Any = None
     stop_after_epochs: int | None = None  # end this invocation early (schedule unchanged); rerun resumes
-    deterministic: bool = False
-    progress_bar: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms: needed for bit-exact GPU reruns (slower)
+    # Intra-op CPU threads. CPU reductions and matmuls split their work by thread count, so the same seed gives
+    # different weights under a different count (torch otherwise picks it from the machine and OMP_NUM_THREADS).
+    # None keeps torch's choice; the count used is recorded in result.json either way.
+    cpu_threads: int | None = None
+    progress_bar: bool | None = None  # None: a bar when stdout is a terminal, one line per epoch otherwise
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Run a suite (recipes x seeds) one run at a time, then aggregate: `make demo` and `make reproduce-<dataset>`.
 
 Each run is its own `vidbench fit --test` process, so multi-GPU DDP launches cleanly and a crash in one run
-does not take the others down. Runs that already have a result.json are skipped: re-running a suite after an
-interruption finishes what is missing. Before anything starts, a preflight composes every recipe and checks
-that the annotation files, the videos and the CLIP weights are where they should be, and stops within
-seconds with what to put where if not, and that every folder a run will write (run directories, frame caches)
-can be written: dataset folders are often read-only, and nothing is written there.
+does not take the others down. ``in_process=True`` (what `make demo` uses: CPU, one device) runs them in this
+process instead, which saves the few seconds of importing torch, Lightning and transformers per run; a failing
+run is still reported and the suite goes on. Runs that already have a result.json are skipped: re-running a
+suite after an interruption finishes what is missing. Before anything starts, a preflight composes every recipe
+and checks that the annotation files, the videos and the CLIP weights are where they should be, and stops
+within seconds with what to put where if not, and that every folder a run will write (run directories, frame
+caches) can be written: dataset folders are often read-only, and nothing is written there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from vidbench.config import compose, run_dir
@@ -107,6 +110,7 @@ def run_suite(
     seeds: list[int] | None = None,
     clip: str | None = None,
     runs_dir: str = "runs",
+    in_process: bool = False,
 ) -> list[tuple[str, int, str]]:
     """Fit and test every (recipe, seed); returns (recipe, seed, status) rows."""
     overrides = [f"paths.runs_dir={runs_dir}", *overrides]
@@ -126,8 +130,26 @@ def run_suite(
                 continue
             print(f"[{k}/{total}] {recipe} seed {seed}: fit + test ...", flush=True)
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "fit", "--test", recipe, *args])
-            status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+            if in_process:
+                status = _run_here(recipe, args)
+            else:
+                proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "fit", "--test", recipe, *args])
+                status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
             print(f"[{k}/{total}] {recipe} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
             rows.append((recipe, seed, status))
     return rows
+
+
+def _run_here(recipe: str, args: list[str]) -> str:
+    """Fit and test one run in this process; any error becomes a 'failed' status with its traceback printed."""
+    from vidbench import runner
+    from vidbench.results.summary import format_result
+
+    try:
+        cfg = compose(recipe, args)
+        runner.fit(cfg)
+        print(format_result(runner.test(cfg)), flush=True)
+    except Exception as exc:  # one broken run must not stop the suite; the traceback says why
+        traceback.print_exc()
+        return f"failed ({type(exc).__name__}: {exc})"
+    return "ok"

@@ -29,9 +29,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from vidbench.config import config_hash, run_dir
+from vidbench.console import EpochLine, interactive, tidy_lightning_logging
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.text import build_tokenizer
-from vidbench.errors import VidbenchError
+from vidbench.errors import ConfigError, VidbenchError
 from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
@@ -167,9 +168,27 @@ def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataM
     return RetrievalDataModule(cfg.data, tokenizer, method.clip.image_size, seed=cfg.run.seed, manifest_hint=hint)
 
 
+def apply_cpu_threads(cfg: DictConfig) -> int:
+    """Pin torch's intra-op threads to ``trainer.cpu_threads`` (when set); returns the count in use.
+
+    CPU kernels split reductions and matrix products by thread count, so the same seed under another count
+    gives weights that differ in the last bits after one step and in the metrics after a few epochs (DRL and
+    EERCF's token-wise products show it first). torch otherwise takes the count from the machine and from
+    OMP_NUM_THREADS (which SLURM jobs set), so it is fixed in the recipe and recorded in result.json.
+    """
+    n = cfg.trainer.get("cpu_threads")
+    if n is not None:
+        if int(n) < 1:
+            raise ConfigError(f"trainer.cpu_threads must be >= 1 or null (torch's choice), got {n}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
 def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | None = None) -> L.Trainer:
     t = cfg.trainer
+    tidy_lightning_logging()
     callbacks: list[Callback] = []
+    progress_bar = interactive() if t.progress_bar is None else bool(t.progress_bar)
     plugins: list[Any] = [AtomicCheckpointIO()]  # hpc checkpoints (SLURM requeue) go through it too
     if under_slurm():
         # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/slurm.py).
@@ -192,6 +211,8 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         if t.stop_after_epochs:
             callbacks.append(StopAfterEpochs(t.stop_after_epochs))
         callbacks.append(ResumeReport(resume))
+        if not progress_bar:
+            callbacks.append(EpochLine())
     strategy = t.strategy
     return L.Trainer(
         default_root_dir=out,
@@ -205,7 +226,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
         deterministic=t.deterministic,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
@@ -228,7 +249,8 @@ def _write_config(cfg: DictConfig, out: Path) -> None:
 def fit(cfg: DictConfig) -> Path:
     """Train (or resume) the recipe; returns the run directory."""
     out = ensure_writable(run_dir(cfg), "paths.runs_dir")
-    L.seed_everything(cfg.run.seed, workers=True)
+    apply_cpu_threads(cfg)
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     method = build_method(cfg)
     dm = build_datamodule(cfg, method)
     _write_config(cfg, out)
@@ -291,7 +313,21 @@ def _environment(trainer: L.Trainer, cfg: DictConfig) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,
         "precision": str(cfg.trainer.precision),
+        "torch_threads": torch.get_num_threads(),
+        "deterministic": _determinism(device.type, bool(cfg.trainer.deterministic)),
     }
+
+
+def _determinism(device_type: str, deterministic: bool) -> str:
+    """What a rerun with the same seed, config and machine can promise (goes into the record)."""
+    if device_type == "cpu":
+        return "bit-exact: same seed, config, torch_threads and machine give the same numbers"
+    if deterministic:
+        return "torch.use_deterministic_algorithms(True): bit-exact on the same GPU model and software"
+    return (
+        "not guaranteed: GPU kernels (cuBLAS split-K, atomic adds in backward passes) may differ run to run; "
+        "set trainer.deterministic=true for bit-exact reruns (slower; ops without a deterministic kernel stop the run)"
+    )
 
 
 def build_result(
@@ -339,7 +375,8 @@ def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     """Evaluate the run's checkpoint (``last``), a given path, or the untrained model (``None``: zero-shot)."""
     start = time.perf_counter()
     out = ensure_writable(run_dir(cfg), "paths.runs_dir")
-    L.seed_everything(cfg.run.seed, workers=True)
+    apply_cpu_threads(cfg)
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     method = build_method(cfg)
     ckpt_path = None
     if ckpt is not None:

@@ -1,32 +1,44 @@
 """Turn every ``result.json`` under a runs folder into a leaderboard, a flat CSV and cost plots.
 
 Rules the output keeps (they are what makes the numbers comparable):
-- one table per (dataset, split, protocol, caption policy): two protocols never share a column;
-- one row per (method_label, backbone, recipe), mean ± sample std (ddof=1) over its seeds;
+- a headline table per dataset · split first (:mod:`vidbench.results.headline`): every method's main
+  numbers and cost, one row per retrieval procedure (protocol), transductive and oracle rows set apart;
+- below it the full tables, one per (dataset, split, protocol, caption policy), so two protocols never
+  share a column, each split by theme (accuracy, cost, provenance) to stay within a screen's width;
+- one row per (method_label, backbone, recipe, checkpoint origin), mean ± sample std (ddof=1) over seeds;
 - the paper column shows the reference t2v R@1 with its provenance tag, and Δ = ours − paper;
+- links only to files that travel with the leaderboard (:mod:`vidbench.results.links`);
 - a broken or incomplete result file is listed with its reason and never stops the aggregation.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
 from vidbench.errors import ConfigError
 from vidbench.io import write_text_atomic
-from vidbench.results.plots import PlotPoint, write_table_plots
+from vidbench.results.figures import SplitFigure, build_split_figures, write_papers_figure, write_split_figures
+from vidbench.results.headline import Headline, build_headlines, headline_markdown
+from vidbench.results.links import recipe_link, relative_link, run_links, travels_with_git
+from vidbench.results.protocols import describe_protocol
 from vidbench.results.reference import load_reference, match_reference
-from vidbench.results.schema import METRIC_KEYS, PROTOCOL_COST_FIELDS, result_problems
+from vidbench.results.schema import (
+    METRIC_KEYS,
+    MMT_METRIC_KEYS,
+    MMT_METRIC_NAMES,
+    PROTOCOL_COST_FIELDS,
+    result_problems,
+)
 
 RESULT_NAME = "result.json"
 _METRIC_LABELS = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}
@@ -66,16 +78,6 @@ _EFF_FIELDS: tuple[str, ...] = (
     "ms_per_query",
     "gallery_size",
 )
-_PLOT_X_FIELD: dict[str, str] = {
-    "match_flops": "match_flops_per_query",
-    "index_bytes": "index_bytes_per_video",
-}
-_PROTOCOL_LEGEND: dict[str, str] = {
-    "base": "the papers' standard protocol, no post-processing of the similarity matrix",
-    "dsl": "dual-softmax post-processing (transductive: uses all test queries at once); "
-    "not comparable with base",
-    "rerank@k": "two-stage retrieval: recall the top-k by the coarse score, then re-rank them (EERCF)",
-}
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,22 @@ class LeaderboardRow:
     paper: pd.Series | None
     delta: float | None
     cells: dict[str, str] = field(default_factory=dict)
+    origin: str = "vidbench"
+    method: str = "?"
+    metrics_mmt: dict[str, tuple[float, float | None]] | None = None
 
     @property
     def seeds(self) -> list[int]:
         return [r.record["seed"] for r in self.runs]
+
+    @property
+    def imported(self) -> bool:
+        return self.origin != "vidbench"
+
+    @property
+    def display_label(self) -> str:
+        """The method label, marked when the weights were imported from a reference checkpoint."""
+        return self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
 
 
 @dataclass
@@ -153,14 +167,12 @@ class AggregateReport:
     plot_omissions: list[str]
     leaderboard_path: Path
     csv_path: Path
+    headlines: list[Any] = field(default_factory=list)
+    figures: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def table(self, dataset: str, split: str, protocol: str) -> LeaderboardTable:
         """The (single) table for a dataset/split/protocol; KeyError if absent or ambiguous."""
-        hits = [
-            t
-            for t in self.tables
-            if (t.key.dataset, t.key.split, t.key.protocol) == (dataset, split, protocol)
-        ]
+        hits = [t for t in self.tables if (t.key.dataset, t.key.split, t.key.protocol) == (dataset, split, protocol)]
         if len(hits) != 1:
             raise KeyError(f"{len(hits)} tables for {dataset}/{split}/{protocol}")
         return hits[0]
@@ -195,12 +207,21 @@ def recipe_base(recipe: str) -> str:
     return re.sub(r"[_\-/.]?seed\d+$", "", recipe)
 
 
+def checkpoint_origin(record: dict[str, Any]) -> str:
+    """Who trained the weights: ``vidbench`` unless ``checkpoint.origin`` names an imported checkpoint."""
+    ckpt = record.get("checkpoint")
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("origin"), str):
+        return ckpt["origin"]
+    return "vidbench"
+
+
 def _identity(run: RunResult) -> tuple:
     r = run.record
     return (
         r["method_label"],
         r.get("backbone") or "?",
         recipe_base(r["recipe"]),
+        checkpoint_origin(r),
         r["dataset"],
         r["split"],
         r.get("caption_policy"),
@@ -256,7 +277,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return EMPTY if value is None else format(value, spec)
 
 
-def _paper_cell(paper: pd.Series | None) -> str:
+def paper_cell(paper: pd.Series | None) -> str:
+    """``"47.6 (verified)"``, ``"43.1 (UNVERIFIED)"``, ``NOT FOUND`` / ``not reported``, or ``—`` (no row)."""
     if paper is None:
         return EMPTY
     if pd.isna(paper["R1"]):
@@ -265,34 +287,28 @@ def _paper_cell(paper: pd.Series | None) -> str:
     return f"{paper['R1']:.1f} ({tag})"
 
 
-def _link(target: Path, out_dir: Path) -> str:
-    rel = Path(os.path.relpath(target, out_dir)).as_posix()
-    return f"<{rel}>" if re.search(r"[\s()<>]", rel) else rel
+_paper_cell = paper_cell
 
 
-def _runs_cell(runs: Iterable[RunResult], out_dir: Path) -> str:
+def _runs_cell(runs: Iterable[RunResult], out_dir: Path, link_runs: bool | None) -> str:
+    """Seeds, with links to run folders only where they travel with the leaderboard (see links.py)."""
     parts = []
     for run in runs:
         paths = run.record.get("paths") or {}
-        links = []
-        if paths.get("config"):
-            links.append(f"[config]({_link(run.run_dir / paths['config'], out_dir)})")
-        if paths.get("logs"):
-            links.append(f"[logs]({_link(run.run_dir / paths['logs'], out_dir)})")
-        if not links:
-            links.append(f"[result]({_link(run.path, out_dir)})")
-        parts.append(f"s{run.record['seed']}: " + " ".join(links))
+        link = travels_with_git(run.run_dir) if link_runs is None else link_runs
+        parts.append(
+            run_links(run.run_dir, run.record["seed"], paths.get("config"), paths.get("logs"), out_dir, link=link)
+        )
     return " · ".join(parts)
 
 
 def _build_row(
-    runs: list[RunResult], key: TableKey, reference: pd.DataFrame | None, out_dir: Path
+    runs: list[RunResult], key: TableKey, reference: pd.DataFrame | None, out_dir: Path, link_runs: bool | None
 ) -> LeaderboardRow:
     runs = sorted(runs, key=lambda r: r.record["seed"])
     first = runs[0].record
     metrics = {
-        k: mean_std([float(r.record["protocols"][key.protocol]["metrics"][k]) for r in runs])
-        for k in METRIC_KEYS
+        k: mean_std([float(r.record["protocols"][key.protocol]["metrics"][k]) for r in runs]) for k in METRIC_KEYS
     }
     mean_r = mean_std(
         [
@@ -319,18 +335,21 @@ def _build_row(
     delta = None
     if paper is not None and not pd.isna(paper["R1"]):
         delta = metrics["t2v_R1"][0] - float(paper["R1"])
-    row = LeaderboardRow(
-        label, backbone, recipe_base(first["recipe"]), runs, metrics, mean_r, efficiency, paper, delta
-    )
-    row.cells = _row_cells(row, out_dir)
+    row = LeaderboardRow(label, backbone, recipe_base(first["recipe"]), runs, metrics, mean_r, efficiency, paper, delta)
+    row.origin = checkpoint_origin(first)
+    row.method = first.get("method", "?")
+    mmt = [r.record["protocols"][key.protocol].get("metrics_mmt") for r in runs]
+    if all(isinstance(m, dict) for m in mmt):
+        row.metrics_mmt = {k: mean_std([float(m[k]) for m in mmt]) for k in MMT_METRIC_KEYS if all(k in m for m in mmt)}
+    row.cells = _row_cells(row, out_dir, link_runs)
     return row
 
 
-def _row_cells(row: LeaderboardRow, out_dir: Path) -> dict[str, str]:
+def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> dict[str, str]:
     cells = {
-        "Method": row.method_label,
+        "Method": row.display_label,
         "Backbone": row.backbone,
-        "Recipe": row.recipe,
+        "Recipe": recipe_link(row.recipe, out_dir),
         "Seeds": str(len(row.runs)),
     }
     for col, k in METRIC_COLUMNS.items():
@@ -354,13 +373,10 @@ def _row_cells(row: LeaderboardRow, out_dir: Path) -> dict[str, str]:
     nbytes = e["index_bytes_per_video"]
     cells[COST_COLUMNS[4]] = _fmt(nbytes, ".0f" if nbytes is not None and nbytes < 1e7 else ".3g")
     ms = e["ms_per_query"]
-    gallery = {
-        (r.record.get("efficiency") or {}).get("gallery_size") or r.record.get("num_gallery")
-        for r in row.runs
-    }
+    gallery = {(r.record.get("efficiency") or {}).get("gallery_size") or r.record.get("num_gallery") for r in row.runs}
     at = f" @{gallery.pop()}" if len(gallery) == 1 and None not in gallery else ""
     cells[COST_COLUMNS[5]] = EMPTY if ms is None else f"{ms:.3g}{at}"
-    cells["Runs"] = _runs_cell(row.runs, out_dir)
+    cells["Runs"] = _runs_cell(row.runs, out_dir, link_runs)
     return cells
 
 
@@ -375,7 +391,7 @@ def _group(runs: list[RunResult]) -> dict[TableKey, dict[tuple, list[RunResult]]
     tables: dict[TableKey, dict[tuple, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         r = run.record
-        ident = _identity(run)[:3]
+        ident = _identity(run)[:4]
         for protocol in r["protocols"]:
             key = TableKey(r["dataset"], r["split"], protocol, r.get("caption_policy"))
             tables[key][ident].append(run)
@@ -390,13 +406,54 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
 
 
-def _table_markdown(table: LeaderboardTable, plots: list[Path], out_dir: Path) -> str:
-    lines = [f"## {table.key.title}", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-    for row in table.rows:
-        lines.append("| " + " | ".join(_escape(row.cells[c]) for c in COLUMNS) + " |")
-    lines.append("")
+ACCURACY_COLUMNS: tuple[str, ...] = ("Method", "Seeds", *METRIC_COLUMNS)
+COST_TABLE_COLUMNS: tuple[str, ...] = ("Method", *COST_COLUMNS)
+PROVENANCE_COLUMNS: tuple[str, ...] = ("Method", "Backbone", "Recipe", PAPER_COLUMN, DELTA_COLUMN, "Runs")
+THEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Accuracy", ACCURACY_COLUMNS),
+    ("Cost", COST_TABLE_COLUMNS),
+    ("Provenance", PROVENANCE_COLUMNS),
+)
+
+
+def _md_table(columns: Sequence[str], rows: Iterable[dict[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_escape(r[c]) for c in columns) + " |" for r in rows]
+    return lines
+
+
+def _mmt_tables(table: LeaderboardTable) -> list[str]:
+    """The HCQ/MMT metric family (``metrics_mmt``) in tables of its own, one per direction."""
+    rows = [r for r in table.rows if r.metrics_mmt]
+    if not rows:
+        return []
+    lines: list[str] = []
+    for d in ("t2v", "v2t"):
+        names = [n for n in MMT_METRIC_NAMES if all(f"{d}_{n}" in (r.metrics_mmt or {}) for r in rows)]
+        columns = ["Method", "Seeds", *(f"{d} {n.replace('R', 'R@', 1) if n[1:].isdigit() else n}" for n in names)]
+        cells = []
+        for r in rows:
+            c = {"Method": r.display_label, "Seeds": str(len(r.runs))}
+            for col, n in zip(columns[2:], names, strict=True):
+                c[col] = format_mean_std(*(r.metrics_mmt or {})[f"{d}_{n}"])
+            cells.append(c)
+        lines += [f"MMT metric family ({d}; HCQ's own evaluation code, not comparable column for column):", ""]
+        lines += [*_md_table(columns, cells), ""]
+    return lines
+
+
+def _table_markdown(table: LeaderboardTable, out_dir: Path) -> str:
+    lines = [f"### {table.key.title}", ""]
+    sentences: dict[str, list[str]] = {}
+    for method in sorted({r.method for r in table.rows}):
+        sentences.setdefault(describe_protocol(table.key.protocol, method=method).sentence, []).append(method)
+    if len(sentences) == 1:
+        lines += [next(iter(sentences)), ""]
+    else:
+        lines += [*(f"- {', '.join(methods)}: {sentence}" for sentence, methods in sentences.items()), ""]
+    for theme, columns in THEMES:
+        lines += [f"{theme}:", "", *_md_table(columns, (row.cells for row in table.rows)), ""]
+    lines += _mmt_tables(table)
     sources = [row for row in table.rows if row.paper is not None]
     if sources:
         lines.append("Paper numbers:")
@@ -404,58 +461,156 @@ def _table_markdown(table: LeaderboardTable, plots: list[Path], out_dir: Path) -
             p = row.paper
             tag = "verified" if p["source_tag"] == "verified" else "UNVERIFIED"
             note = f" — {p['note']}" if p["note"] else ""
-            lines.append(
-                f"- {row.method_label} ({row.backbone}): {p['paper']}, {p['source']} [row {tag}]{note}"
-            )
+            lines.append(f"- {row.method_label} ({row.backbone}): {p['paper']}, {p['source']} [row {tag}]{note}")
         lines.append("")
     if table.hardware:
-        lines.append("Timings measured on: " + "; ".join(table.hardware) + ".")
-        lines.append("")
-    mine = [p for p in plots if p.name.startswith(table.plot_stem + "_")]
-    if mine:
-        lines.append(
-            "Plots: "
-            + " · ".join(f"[{p.stem[len(table.plot_stem) + 1 :]}]({_link(p, out_dir)})" for p in mine)
-        )
-        lines.append("")
+        lines += ["Timings measured on: " + "; ".join(table.hardware) + ".", ""]
     return "\n".join(lines)
 
 
+def _legend(tables: Sequence[LeaderboardTable]) -> list[str]:
+    """One sentence per protocol (per method family where the procedure differs), deduplicated."""
+    by_sentence: dict[str, list[str]] = {}
+    for t in tables:
+        for method in sorted({r.method for r in t.rows}):
+            info = describe_protocol(t.key.protocol, method=method)
+            names = by_sentence.setdefault(info.sentence, [])
+            tag = f"`{t.key.protocol}`" + (f" ({method})" if t.key.protocol.split("@best")[0] == "base" else "")
+            if tag not in names:
+                names.append(tag)
+    return [f"- {', '.join(names)}: {sentence}" for sentence, names in by_sentence.items()]
+
+
+def _data_notes(runs: Sequence[RunResult], dataset: str, split: str) -> list[str]:
+    """Caption truncation and captionless ids of the test split, per recipe, where ``data.text`` reports it."""
+    notes: dict[str, str] = {}
+    for run in runs:
+        r = run.record
+        if (r["dataset"], r["split"]) != (dataset, split):
+            continue
+        rep = ((r.get("data") or {}).get("text") or {}).get(split)
+        if not isinstance(rep, dict):
+            continue
+        parts = []
+        if rep.get("captions_truncated"):
+            parts.append(
+                f"{rep['captions_truncated']} of {rep.get('captions', '?')} test captions cut at max_words = "
+                f"{rep.get('max_words', '?')} ({rep.get('tokens_dropped', '?')} tokens dropped; longest "
+                f"{rep.get('longest_tokens', '?')} tokens)"
+            )
+        if rep.get("ids_without_captions"):
+            parts.append(f"{rep['ids_without_captions']} test ids without captions")
+        if parts:
+            notes[recipe_base(r["recipe"])] = f"- Data, `{recipe_base(r['recipe'])}`: " + "; ".join(parts) + "."
+    return [notes[k] for k in sorted(notes)]
+
+
+def _rows_of(table: LeaderboardTable, h: Headline) -> list[Any]:
+    """The table's rows wrapped like headline items, when the table belongs to the headline's dataset · split."""
+    k = table.key
+    if (k.dataset, k.split, k.caption_policy) != (h.dataset, h.split, h.caption_policy):
+        return []
+    return [SimpleNamespace(row=row) for row in table.rows]
+
+
+def indistinguishable(h: Headline) -> list[tuple[str, str]]:
+    """Pairs of comparable headline rows whose t2v R@1 means differ by less than the sum of their seed stds.
+
+    Only rows with at least two seeds can be judged; set-apart rows are not compared.
+    """
+    rows = [(f"{i.row.display_label} `{i.protocol}`", *i.row.metrics["t2v_R1"]) for i in h.main]
+    rows = [r for r in rows if r[2] is not None]
+    return [
+        (a[0], b[0])
+        for k, a in enumerate(rows)
+        for b in rows[k + 1 :]
+        if abs(a[1] - b[1]) < (a[2] or 0.0) + (b[2] or 0.0)
+    ]
+
+
+def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateReport) -> str:
+    notes = list(_data_notes(report.runs, h.dataset, h.split))
+    if any(item.row.imported for item in h.rows):
+        notes.append(
+            "- Rows marked *imported* evaluate a reference repository's checkpoint (`checkpoint.origin`), "
+            "not weights trained by vidbench."
+        )
+    seeds = {len(item.row.runs) for item in h.rows}
+    if seeds == {1}:
+        notes.append("- One seed per row: differences smaller than a few points may be noise.")
+    served = sorted({i.row.display_label for t in report.tables for i in _rows_of(t, h) if t.key.protocol == "faiss"})
+    if served:
+        notes.append(
+            f"- `faiss` ({', '.join(served)}) serves the same codes and ranking as `base` from a FAISS index: "
+            "in the full tables only."
+        )
+    ties = indistinguishable(h)
+    if ties:
+        notes.append(
+            "- Not separated by these seeds (t2v R@1 means closer than the sum of their stds; no ranking "
+            "between them is implied): " + "; ".join(f"{a} ≈ {b}" for a, b in ties) + "."
+        )
+    text = headline_markdown(h, notes).rstrip("\n") + "\n\n"
+    if fig is not None and fig.paths:
+        links = []
+        for path in fig.paths:
+            rel = relative_link(path, report.out_dir)
+            if path.name.endswith("_accuracy_vs_match_flops.png"):
+                text += f"![{h.title}: t2v R@1 and mean R against matching FLOPs per query]({rel})\n\n"
+            else:
+                links.append(f"[R@1 against index bytes per video]({rel})")
+        if links:
+            text += "Also: " + " · ".join(links) + "\n\n"
+    return text
+
+
 def _header(report: AggregateReport) -> str:
-    protocols = sorted({t.key.protocol for t in report.tables})
-    legend = dict(_PROTOCOL_LEGEND)
-    for p in protocols:
-        if p not in legend and not re.fullmatch(r"rerank@\d+", p):
-            legend[p] = "as named by its recipe; see the recipe for the exact procedure"
     valid, skipped = len(report.runs), len(report.skipped)
     lines = [
         "# vidbench leaderboard",
         "",
-        f"Generated by `vidbench aggregate` from {report.n_files} result files under "
-        f"`{report.runs_dir}` ({valid} valid, {skipped} skipped). Do not edit by hand: re-run the "
-        "aggregator.",
+        f"Generated by `vidbench aggregate` from {report.n_files} result files ({valid} valid, {skipped} "
+        "skipped). Do not edit by hand: re-run the aggregator.",
         "",
-        "One table per dataset · split · evaluation protocol · caption policy; two protocols never "
-        "share a column. Cells are mean ± sample std (ddof=1) over seeds; a single seed shows the "
-        "bare value (Seeds = 1). R@K in %, MdR/MnR are ranks (1 = best).",
+        "First one headline table per dataset · split: each method's main numbers and their cost, one row per "
+        "retrieval procedure (protocol), rows in a fixed order (not a ranking), and the rows that cannot be "
+        "compared with the others (transductive post-processing, checkpoints picked on the test split) set "
+        "apart at the bottom. Then the full tables, one per dataset · split · protocol, split into accuracy, "
+        "cost and provenance. Cells are mean ± sample std (ddof=1) over seeds; a single seed shows the bare "
+        "value. R@K in %, MdR/MnR are ranks (1 = best).",
         "",
-        "Protocols:",
-        *(f"- `{p}`: {text}" for p, text in legend.items()),
+        "Protocols (what is scored, what the index stores per video, whether it is transductive):",
+        *_legend(report.tables),
         "",
-        "Paper column: the paper-reported t2v R@1 from `results/reference/papers.csv`, matched on "
-        "method label, backbone, dataset, split and protocol. **(verified)** = read in a repo README, "
-        "an issue quoting the paper, or verified paper text; **(UNVERIFIED)** = from recollection, an "
-        "aggregator site or a digitised figure: check it against the paper before treating it as a "
-        "target; **NOT FOUND** = no number could be retrieved. Δ = ours − paper in R@1 points.",
+        "Paper column: the paper-reported t2v R@1 from `results/reference/papers.csv`, matched on method "
+        "label, backbone, dataset, split and protocol, with its tag: **(verified)** = read in an official "
+        "repository README or verified paper text; **(UNVERIFIED)** = from recollection, a secondary source "
+        "or a digitised figure; **NOT FOUND** = no number could be retrieved. Δ = ours − paper in R@1 points.",
         "",
-        "Cost columns: parameters in millions; text GFLOPs per query and video GFLOPs per clip "
-        "counted with torch's FlopCounterMode (2 FLOPs per multiply-add, attention counted); match "
-        "GFLOPs per query = scoring one query against the cached gallery (plus any re-rank); bytes "
-        "per video in the retrieval index; ms/query measured at gallery size N on the hardware "
-        "listed under each table.",
+        "Cost: matching FLOPs per query = scoring one query against the indexed gallery (plus any re-rank), "
+        "each method's own accounting at the run's gallery size N; bytes per video in the retrieval index; "
+        "ms/query measured at N on the hardware named under each full table; parameters and encoder GFLOPs "
+        "(torch FlopCounterMode, 2 FLOPs per multiply-add, attention counted) are in the full tables.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _papers_section(report: AggregateReport, papers_figure: Path | None) -> str:
+    if papers_figure is None:
+        return ""
+    rel = relative_link(papers_figure, report.out_dir)
+    return "\n".join(
+        [
+            "## The papers' own numbers against matching cost (no runs)",
+            "",
+            "MSRVTT 1k-A t2v R@1 as reported (tag as in `results/reference/papers.csv`), placed at the matching "
+            "FLOPs per query that vidbench's own cost formulas give each paper's configuration at N = 1,000.",
+            "",
+            f"![papers: MSRVTT 1k-A t2v R@1 against matching FLOPs per query]({rel})",
+            "",
+        ]
+    )
 
 
 def _footer(report: AggregateReport) -> str:
@@ -512,6 +667,11 @@ def _flat_row(run: RunResult, runs_dir: Path, duplicate: bool) -> dict[str, Any]
         for k in PROTOCOL_COST_FIELDS:
             if proto.get(k) is not None:
                 row[f"{name}.{k}"] = proto[k]
+        if proto.get("selection"):
+            row[f"{name}.selection"] = proto["selection"]
+        for k, v in sorted((proto.get("metrics_mmt") or {}).items()):
+            row[f"{name}.mmt.{k}"] = v
+    row["checkpoint.origin"] = checkpoint_origin(r)
     return row
 
 
@@ -523,44 +683,40 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, df.to_csv(index=False))
 
 
-def _plot_points(table: LeaderboardTable) -> tuple[dict[tuple[str, str], list[PlotPoint]], list[str]]:
-    labels = [row.method_label for row in table.rows]
-    points: dict[tuple[str, str], list[PlotPoint]] = defaultdict(list)
-    omitted: list[str] = []
-    for row in table.rows:
-        label = (
-            row.method_label if labels.count(row.method_label) == 1 else f"{row.method_label} ({row.recipe})"
-        )
-        for axis, field_name in _PLOT_X_FIELD.items():
-            x = row.efficiency[field_name]
-            if x is None or not (x > 0 and math.isfinite(x)):
-                why = "has no" if x is None else f"has a non-positive ({x})"
-                omitted.append(
-                    f"{table.key.title}: {label} {why} `{field_name}`; left out of its {axis} plots"
-                )
-                continue
-            points[("r1", axis)].append(
-                PlotPoint(label, x, row.metrics["t2v_R1"][0], row.metrics["t2v_R1"][1] or 0.0)
-            )
-            points[("rmean", axis)].append(PlotPoint(label, x, row.mean_r[0], row.mean_r[1] or 0.0))
-    return points, omitted
-
-
 # --------------------------------------------------------------------------------------------- entry
 
 
-def aggregate(runs_dir: Path, out_dir: Path, *, reference: pd.DataFrame | None = None) -> AggregateReport:
+def _remove_stale_plots(plots_dir: Path, written: Sequence[Path]) -> list[Path]:
+    """Delete this aggregator's own plots (``*_vs_*.png``) left by an earlier run and not redrawn now.
+
+    Without this a committed ``results/plots`` keeps figures of protocols or layouts that no longer exist, and
+    the README or a reader may link to them. Files of any other name are left alone.
+    """
+    keep = {p.resolve() for p in written}
+    stale = [p for p in sorted(plots_dir.glob("*_vs_*.png")) if p.resolve() not in keep]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+def aggregate(
+    runs_dir: Path,
+    out_dir: Path,
+    *,
+    reference: pd.DataFrame | None = None,
+    link_runs: bool | None = None,
+) -> AggregateReport:
     """Aggregate every ``result.json`` under ``runs_dir`` into ``out_dir``.
 
     Writes ``leaderboard.md``, ``results.csv`` (one row per valid run) and ``plots/*.png``.
     ``reference=None`` loads the packaged ``results/reference/papers.csv``; pass an empty
-    DataFrame with the same columns to show no paper numbers. Prints nothing.
+    DataFrame with the same columns to show no paper numbers. ``link_runs``: link run folders
+    (True), never (False), or only those git would commit (None). Prints nothing.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
         raise ConfigError(
-            f"runs directory {runs_dir} does not exist; "
-            "pass the folder that holds <recipe>/seed<k>/result.json"
+            f"runs directory {runs_dir} does not exist; pass the folder that holds <recipe>/seed<k>/result.json"
         )
     if reference is None:
         reference = load_reference()
@@ -569,30 +725,25 @@ def aggregate(runs_dir: Path, out_dir: Path, *, reference: pd.DataFrame | None =
     kept, duplicates = _drop_duplicates(valid)
     grouped = _group(kept)
     keys = sorted(grouped, key=_table_order)
-    seen_stems: dict[tuple[str, str, str], int] = defaultdict(int)
-    for key in keys:
-        seen_stems[(key.dataset, key.split, key.protocol)] += 1
-
     tables: list[LeaderboardTable] = []
     for key in keys:
-        rows = [_build_row(runs, key, reference, out_dir) for runs in grouped[key].values()]
-        rows.sort(key=lambda r: (r.method_label, r.backbone, r.recipe))
+        rows = [_build_row(runs, key, reference, out_dir, link_runs) for runs in grouped[key].values()]
+        rows.sort(key=lambda r: (r.method_label, r.backbone, r.recipe, r.imported, r.origin))
         hardware = sorted(
             {h for row in rows for r in row.runs if (h := (r.record.get("efficiency") or {}).get("hardware"))}
         )
         stem = "_".join(_slug(s) for s in (key.dataset, key.split, key.protocol))
-        if seen_stems[(key.dataset, key.split, key.protocol)] > 1:
-            stem += f"_cap-{_slug(key.caption_policy or 'unspecified')}"
         tables.append(LeaderboardTable(key, rows, hardware, stem))
 
-    plots: list[Path] = []
-    omissions: list[str] = []
-    for table in tables:
-        points, omitted = _plot_points(table)
-        omissions += omitted
-        plots += write_table_plots(
-            points, stem=table.plot_stem, title=table.key.title.replace("`", ""), plots_dir=out_dir / "plots"
-        )
+    headlines = build_headlines(tables)
+    figures = build_split_figures(headlines, reference)
+    plots_dir = out_dir / "plots"
+    plots = write_split_figures(figures, plots_dir)
+    papers_figure = write_papers_figure(reference, plots_dir)
+    if papers_figure is not None:
+        plots.append(papers_figure)
+    omissions = [o for f in figures for o in f.omitted]
+    stale = _remove_stale_plots(plots_dir, plots)
 
     kept_ids = {id(r) for r in kept}
     csv_rows = [_flat_row(r, runs_dir, id(r) not in kept_ids) for r in valid]
@@ -608,11 +759,23 @@ def aggregate(runs_dir: Path, out_dir: Path, *, reference: pd.DataFrame | None =
         plot_omissions=omissions,
         leaderboard_path=out_dir / "leaderboard.md",
         csv_path=out_dir / "results.csv",
+        headlines=headlines,
+        figures={(f.dataset, f.split, f.caption_policy): f for f in figures},
     )
+    report.plot_omissions += [
+        f"removed {p.name}: a plot of an earlier aggregation that this one did not draw" for p in stale
+    ]
     for table in tables:
-        table.markdown = _table_markdown(table, plots, out_dir)
-    text = "\n".join([_header(report), *(t.markdown for t in tables), _footer(report)])
-    write_text_atomic(report.leaderboard_path, text)
+        table.markdown = _table_markdown(table, out_dir)
+    fig_by_key = report.figures
+    parts = [_header(report)]
+    parts += [_headline_section(h, fig_by_key.get((h.dataset, h.split, h.caption_policy)), report) for h in headlines]
+    parts.append(_papers_section(report, papers_figure))
+    if tables:
+        parts.append("# Full tables\n")
+    parts += [t.markdown for t in tables]
+    parts.append(_footer(report))
+    write_text_atomic(report.leaderboard_path, "\n".join(p for p in parts if p))
     _write_csv(report.csv_path, csv_rows)
     return report
 
@@ -627,9 +790,7 @@ def format_report(report: AggregateReport) -> str:
         seeds = sum(len(r.runs) for r in t.rows)
         lines.append(f"  {t.key.title.replace('`', '')}: {len(t.rows)} rows from {seeds} runs")
     plots_dir = report.out_dir / "plots"
-    lines.append(
-        f"wrote {report.leaderboard_path}, {report.csv_path} and {len(report.plots)} plots in {plots_dir}"
-    )
+    lines.append(f"wrote {report.leaderboard_path}, {report.csv_path} and {len(report.plots)} plots in {plots_dir}")
     if report.skipped:
         lines.append("skipped:")
         lines += [f"  {s.path}: " + "; ".join(s.reasons) for s in report.skipped]

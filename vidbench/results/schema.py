@@ -88,6 +88,8 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+SELECTIONS: tuple[str, ...] = ("last", "best-on-test")
+CHECKPOINT_ORIGINS: tuple[str, ...] = ("vidbench", "clip4clip", "drl", "eercf", "hcq")
 # data.text per split (issue 13; the MMT-feature path fills the same): what the max_words cut removed.
 TEXT_COUNT_FIELDS: tuple[str, ...] = (
     "captions",
@@ -167,6 +169,8 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
                 problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
+        if "selection" in entry and entry["selection"] not in SELECTIONS:
+            problems.append(f"'{where}.selection' must be one of {SELECTIONS}, got {entry['selection']!r}")
 
 
 def _check_efficiency(e: Any, problems: list[str]) -> None:
@@ -217,13 +221,27 @@ def _check_text(text: Any, problems: list[str]) -> None:
             if k not in counts:
                 problems.append(f"{where} lacks '{k}'")
             elif not (_is_int(counts[k]) and counts[k] >= 0):
-                problems.append(f"{where}.{k} must be a non-negative integer, got {counts[k]!r}")
+                problems.append(f"'data.text.{split}.{k}' must be a non-negative integer, got {counts[k]!r}")
         if "tokens" in counts and not (_is_int(counts["tokens"]) and counts["tokens"] >= 0):
-            problems.append(f"{where}.tokens must be a non-negative integer, got {counts['tokens']!r}")
+            problems.append(f"'data.text.{split}.tokens' must be a non-negative integer, got {counts['tokens']!r}")
         if all(_is_int(counts.get(k)) for k in ("captions", "captions_truncated")) and (
             counts["captions_truncated"] > counts["captions"]
         ):
             problems.append(f"{where}: captions_truncated exceeds captions")
+
+
+def _check_checkpoint(c: Any, problems: list[str]) -> None:
+    """A path string (older records) or ``{origin, path, sha256}``."""
+    if isinstance(c, str):
+        return
+    if not isinstance(c, dict):
+        problems.append("'checkpoint' must be a path string or an object {origin, path, sha256}")
+        return
+    if c.get("origin") not in CHECKPOINT_ORIGINS:
+        problems.append(f"'checkpoint.origin' must be one of {CHECKPOINT_ORIGINS}, got {c.get('origin')!r}")
+    for k in ("path", "sha256"):
+        if c.get(k) is not None and not isinstance(c[k], str):
+            problems.append(f"'checkpoint.{k}' must be a string, got {c[k]!r}")
 
 
 def _check_env(e: Any, problems: list[str]) -> None:
@@ -275,6 +293,8 @@ def result_problems(d: Any) -> list[str]:
         _check_data(d["data"], problems)
     if d.get("env") is not None:
         _check_env(d["env"], problems)
+    if d.get("checkpoint") is not None:
+        _check_checkpoint(d["checkpoint"], problems)
     if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
         problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
     if d.get("created") is not None:
