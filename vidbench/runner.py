@@ -8,7 +8,6 @@ up where it stopped. ``test`` writes ``result.json`` there, atomically.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import signal
 import subprocess
@@ -22,10 +21,19 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from vidbench.checkpointing import (
+    AtomicCheckpointIO,
+    LastEachEpoch,
+    RequeueOnSignal,
+    ResumeReport,
+    StopAfterEpochs,
+    install_requeue_handler,
+    latest_checkpoint,
+    prune_hpc_checkpoints,
+    under_slurm,
+)
 from vidbench.config import config_hash, run_dir
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.text import build_tokenizer
@@ -34,128 +42,9 @@ from vidbench.io import write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
 from vidbench.results.schema import write_json_atomic
-from vidbench.slurm import (
-    clear_requeue,
-    install_requeue_handler,
-    latest_checkpoint,
-    next_hpc_path,
-    prune_hpc_checkpoints,
-    requeue_pending,
-    requeue_self,
-    under_slurm,
-)
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename, so a kill mid-write never leaves a torn file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
-
-
-class StopAfterEpochs(Callback):
-    """End this invocation after N epochs without touching the schedule (the rerun resumes)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
-class LastEachEpoch(Callback):
-    """Write ``last.ckpt`` at every epoch end (atomically, via the CheckpointIO plugin).
-
-    ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes it only when training ends, so a job killed
-    mid-run (preempted, out of time) would otherwise restart from zero.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.path = Path(out) / "last.ckpt"
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-
-
-class Requeued(SystemExit):
-    """Raised on every rank once the job is requeued: this attempt ends, the requeued one resumes."""
-
-
-class RequeueOnSignal(Callback):
-    """Checkpoint and requeue on SLURM's SIGUSR1 at a point where every rank is in step.
-
-    The signal handler only records the signal (vidbench/slurm.py); acting inside it, as Lightning's own
-    handler does, can deadlock DDP (one rank in a gradient all-reduce, another in the checkpoint barrier).
-    ``at="batch"``: the next training batch end (the resumed run restores epoch and global step; the rest
-    of that epoch restarts its batch order). ``at="epoch"``: the end of the running epoch, so the resumed run
-    matches an uninterrupted one; the signal's lead time must then exceed an epoch. While testing, the job is
-    requeued without a checkpoint: its rerun finds fit done and tests again.
-    """
-
-    def __init__(self, out: Path, at: str = "batch") -> None:
-        self.out = Path(out)
-        self.at = at
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        install_requeue_handler()  # before Lightning registers its handlers: it then leaves SIGUSR1 to us
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.at == "batch":
-            self._checkpoint_and_requeue(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at == "epoch":
-            self._checkpoint_and_requeue(trainer)
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # No checkpoint and no collective (test batches need not be in step): every rank got the signal
-        # and lets the SIGTERM that follows the requeue end it.
-        if requeue_pending():
-            clear_requeue()
-            previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if trainer.is_global_zero and not requeue_self():
-                signal.signal(signal.SIGTERM, previous)
-
-    def _checkpoint_and_requeue(self, trainer: L.Trainer) -> None:
-        strategy = trainer.strategy
-        if not strategy.reduce_boolean_decision(requeue_pending(), all=False):  # did any rank get it?
-            return
-        path = Path(strategy.broadcast(str(next_hpc_path(self.out)), src=0))
-        trainer.save_checkpoint(path)  # rank 0 writes, atomically (AtomicCheckpointIO); all ranks sync
-        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
-        if trainer.is_global_zero:
-            prune_hpc_checkpoints(self.out, keep=path)
-            rank_zero_info(f"requeue signal: saved {path} at {where}")
-        # The checkpoint is on disk: the SIGTERM that follows the requeue may now end the process at once
-        # (Lightning's SIGTERM handler would start a collective of its own).
-        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        requeued = strategy.broadcast(requeue_self() if trainer.is_global_zero else False, src=0)
-        clear_requeue()
-        if requeued:
-            raise Requeued(0)
-        signal.signal(signal.SIGTERM, previous)
-        rank_zero_info(f"requeue refused at {where}; training goes on (resubmit to resume from {path})")
-
-
-class ResumeReport(Callback):
-    """Say where a resumed fit picked up (the restored epoch and global step), for logs and tests."""
-
-    def __init__(self, ckpt: Path | None) -> None:
-        self.ckpt = ckpt
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.ckpt is not None:
-            rank_zero_info(
-                f"resumed from {self.ckpt} at epoch {trainer.current_epoch}, global step {trainer.global_step}"
-            )
 
 
 def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataModule:
@@ -170,7 +59,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
     callbacks: list[Callback] = []
     plugins: list[Any] = [AtomicCheckpointIO()]  # hpc checkpoints (SLURM requeue) go through it too
     if under_slurm():
-        # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/slurm.py).
+        # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/checkpointing.py).
         install_requeue_handler()
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
         callbacks.append(RequeueOnSignal(out, at=cfg.slurm.requeue_at))
