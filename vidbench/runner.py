@@ -180,7 +180,7 @@ def build_result(
         "method": method.method_name,
         "variant": method.variant,
         "method_label": method.method_label,
-        "backbone": method.clip.label,
+        "backbone": method.backbone_label,
         "seed": int(cfg.run.seed),
         "config_hash": config_hash(cfg),
         "git_commit": sha,

@@ -1,11 +1,18 @@
 """The shared retrieval LightningModule: what every method's training and evaluation have in common.
 
-A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature
-containers (dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a
-``[n_text, n_video]`` matrix as a pure function of the pairs (so the base can chunk it), and
-``training_logits`` / ``training_loss`` work on the globally gathered batch. The base does the rest:
-the gather with exact DDP gradients, the optimiser and schedule, the logit-scale clamp, encoding the test
-split once, chunked scoring, the reference metrics, and the efficiency figures of the result record.
+A method is encoders plus a head. The encoders are components chosen by the method's family:
+:class:`ClipMethod` composes CLIP frames + CLIP text (one ``ClipBackbone``, attribute ``clip``, so every
+existing checkpoint's ``clip.*`` keys stay as they are); HCQ as published composes MMT expert features and
+BERT text (``vidbench.methods.hcq_mmt``). The heads are plain ``nn.Module``s of ``vidbench.models`` whose
+forward takes features, so they are tested without any backbone. :class:`RetrievalMethod` knows neither
+encoder: it only sees the feature containers.
+
+A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature containers
+(dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a ``[n_text, n_video]``
+matrix as a pure function of the pairs (so the base can chunk it), and ``training_loss`` works on the
+globally gathered batch. The base does the rest: the gather with exact DDP gradients, the optimiser and
+schedule, encoding the test split once, chunked scoring, the reference metrics, and the efficiency figures
+of the result record.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from vidbench.data.transforms import normalize_video
 from vidbench.eval.metric import RetrievalScoreboard
@@ -52,7 +60,7 @@ class ScoringProtocol:
 
 
 class RetrievalMethod(L.LightningModule, ABC):
-    """Base class; subclasses implement the abstract method contract below."""
+    """Base class, encoder-agnostic; subclasses implement the abstract method contract below."""
 
     method_name = "base"
 
@@ -61,13 +69,38 @@ class RetrievalMethod(L.LightningModule, ABC):
         cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.cfg = cfg
-        self.clip = ClipBackbone(
-            cfg.model.clip,
-            freeze_layer_num=cfg.model.freeze_layer_num,
-            attn_implementation=cfg.model.attn_implementation,
-        )
         self._eval_parts: dict[int, list[Features]] = {0: [], 1: []}
         self.test_results: dict[str, Any] = {}
+        self._heads: list[nn.Module] = []
+
+    def attach_head(self, name: str, head: nn.Module) -> nn.Module:
+        """Keep ``head`` (a plain nn.Module of vidbench.models) as ``self.<name>``, its children registered on
+        the method itself.
+
+        The children become attributes of the method (``self.vlad``, not ``self.head.vlad``), so state-dict
+        keys stay those of the checkpoints written before heads were modules of their own (contract 2). The
+        head keeps references to the same child objects, holds no parameters or buffers itself, and follows
+        the method's train/eval mode.
+        """
+        if any(True for _ in head.parameters(recurse=False)) or any(True for _ in head.buffers(recurse=False)):
+            raise TypeError(f"{type(head).__name__}: an attached head keeps its tensors in child modules")
+        for child_name, child in head._modules.items():
+            setattr(self, child_name, child)
+        object.__setattr__(self, name, head)  # not a registered submodule: no second set of keys
+        self._heads.append(head)
+        head.train(self.training)
+        return head
+
+    def train(self, mode: bool = True):
+        out = super().train(mode)
+        for head in getattr(self, "_heads", []):
+            head.training = mode
+        return out
+
+    @property
+    @abstractmethod
+    def backbone_label(self) -> str:
+        """The encoders as the result record and leaderboard name them (e.g. 'ViT-B/32')."""
 
     # ---- the method contract -------------------------------------------------------------------------
     @property
@@ -85,19 +118,27 @@ class RetrievalMethod(L.LightningModule, ABC):
         """Text features for a batch of token ids (a dict of tensors sharing the leading dim)."""
 
     @abstractmethod
-    def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor) -> Features:
-        """Video features for uint8 frames ``[B, T, 3, S, S]`` and their frame mask."""
+    def encode_video(self, video: Any, video_mask: torch.Tensor | None) -> Features:
+        """Video features for a batch's video inputs: uint8 frames ``[B, T, 3, S, S]`` and their frame mask
+        for the CLIP methods, the expert feature dict for the MMT encoder."""
+
+    def encode_text_batch(self, batch: dict[str, Any]) -> Features:
+        return self.encode_text(batch["input_ids"], batch["attention_mask"])
+
+    def encode_video_batch(self, batch: dict[str, Any]) -> Features:
+        return self.encode_video(batch["video"], batch.get("video_mask"))
 
     @abstractmethod
     def score(self, text: Features, video: Features) -> torch.Tensor:
         """Evaluation scores ``[n_text, n_video]``; a pure function of the pairs (chunkable)."""
 
-    def training_logits(self, text: Features, video: Features) -> torch.Tensor:
-        """Logit-scaled ``[B, B]`` matrix over the global batch."""
-        return self.clip.logit_scale.exp() * self.score(text, video)
-
+    @abstractmethod
     def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
-        return {"loss_infonce": symmetric_infonce(self.training_logits(text, video))}
+        """Named loss terms on the globally gathered batch (summed into the training loss)."""
+
+    def train_scalars(self) -> dict[str, torch.Tensor | float]:
+        """Extra scalars logged under ``train/`` every step (e.g. CLIP's logit scale)."""
+        return {}
 
     def score_bytes_per_pair(self) -> int:
         """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
@@ -121,16 +162,11 @@ class RetrievalMethod(L.LightningModule, ABC):
             )
         ]
 
-    # ---- shared helpers --------------------------------------------------------------------------------
-    def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-        """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
-        return normalize_video(video, video_mask)
-
     # ---- training --------------------------------------------------------------------------------------
     def global_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Encode the local batch, gather it with gradients, and compute the loss on the global batch."""
-        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        video = self.encode_video(batch["video"], batch["video_mask"])
+        text = self.encode_text_batch(batch)
+        video = self.encode_video_batch(batch)
         mode = self.cfg.trainer.gather_grad
         return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
@@ -148,11 +184,9 @@ class RetrievalMethod(L.LightningModule, ABC):
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/logit_scale", self.clip.logit_scale.exp(), batch_size=bs)
+        for name, value in self.train_scalars().items():
+            self.log(f"train/{name}", value, batch_size=bs)
         return loss
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.clip.clamp_logit_scale_()
 
     def configure_optimizers(self):
         o = self.cfg.optim
@@ -168,10 +202,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         self._test_started = time.perf_counter()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:
-            feats = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        else:
-            feats = self.encode_video(batch["video"], batch["video_mask"])
+        feats = self.encode_text_batch(batch) if dataloader_idx == 0 else self.encode_video_batch(batch)
         feats = {k: v.detach() for k, v in feats.items()}
         feats["_index"] = batch["index"]
         self._eval_parts[dataloader_idx].append(feats)
@@ -294,3 +325,34 @@ class RetrievalMethod(L.LightningModule, ABC):
 def _plain(flat: dict[str, float]) -> dict[str, float]:
     """The unprefixed metric keys (t2v_R1, ..., n_queries_v2t) of a scoreboard result."""
     return {k: float(v) for k, v in flat.items() if "/" not in k}
+
+
+class ClipMethod(RetrievalMethod):
+    """The methods on CLIP frames + CLIP text: one ``ClipBackbone`` (attribute ``clip``) encodes both sides,
+    its logit scale multiplies the training scores (clamped after every step as the reference does)."""
+
+    def __init__(self, config: DictConfig | dict) -> None:
+        super().__init__(config)
+        m = self.cfg.model
+        self.clip = ClipBackbone(m.clip, freeze_layer_num=m.freeze_layer_num, attn_implementation=m.attn_implementation)
+
+    @property
+    def backbone_label(self) -> str:
+        return self.clip.label
+
+    def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
+        return normalize_video(video, video_mask)
+
+    def training_logits(self, text: Features, video: Features) -> torch.Tensor:
+        """Logit-scaled ``[B, B]`` matrix over the global batch."""
+        return self.clip.logit_scale.exp() * self.score(text, video)
+
+    def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
+        return {"loss_infonce": symmetric_infonce(self.training_logits(text, video))}
+
+    def train_scalars(self) -> dict[str, torch.Tensor | float]:
+        return {"logit_scale": self.clip.logit_scale.exp()}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.clip.clamp_logit_scale_()
