@@ -274,3 +274,21 @@ def test_collate_shapes(jsf_test) -> None:
     assert batch["features"]["scene"].shape == (2, 30, 2208)
     assert batch["features_t"]["rgb"].shape == (2, 30) and batch["features_maxpool"]["face"].shape == (2, 512)
     assert batch["index"].tolist() == [0, 1]
+
+
+def test_scan_in_worker_processes_matches_in_process(tmp_path, tok) -> None:
+    fx = write_msrvtt(tmp_path / "MSRVTT", broken=("video3",))
+    serial = MmtFeatureDataset(fx.root, "msrvtt", "full", "train", tok, policy="skip")
+    parallel = MmtFeatureDataset(fx.root, "msrvtt", "full", "train", tok, policy="skip", scan_workers=2)
+    assert parallel.video_ids == serial.video_ids and "video3" not in parallel.video_ids
+    assert parallel.text_report() == serial.text_report()
+    assert parallel.skipped == serial.skipped and "not a readable MMT feature file" in parallel.skipped["video3"]
+
+
+def test_caption_less_test_video_fails_with_its_id(tmp_path, tok) -> None:
+    from tests.mmt_fixtures import rows_for, write_h5
+
+    fx = write_msrvtt(tmp_path / "MSRVTT")
+    write_h5(fx.h5("video8"), [], {"s3d": rows_for(3, 1024, 0)})
+    with pytest.raises(DataError, match=r"1 of 3 videos .*\n.*video8: .*no caption"):
+        MmtFeatureDataset(fx.root, "msrvtt", "miech", "test", tok)

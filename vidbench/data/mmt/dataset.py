@@ -20,7 +20,8 @@ Python RNGs instead (same distribution, not the same draws).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ class MmtFeatureDataset(Dataset):
     :param length: training only: the epoch length in samples; sample i is video ``i % n`` (the reference
         draws 32,000 samples per epoch from the list this way). Default: one sample per video.
     :param max_tokens / max_words: override the preset's T and W (tiny tests).
+    :param scan_workers: processes for the up-front scan (0: in this process). The scan opens every file
+        once (~10 ms each): about 1.5 min for MSRVTT's 9,000 training files, ~15 min for LSMDC's 101k.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class MmtFeatureDataset(Dataset):
         max_tokens: int | None = None,
         max_words: int | None = None,
         cross_seed: int = 0,
+        scan_workers: int = 0,
     ) -> None:
         if policy not in ("fail", "skip"):
             raise ConfigError(f"policy must be 'fail' or 'skip'; got {policy!r}")
@@ -149,7 +153,7 @@ class MmtFeatureDataset(Dataset):
         if not ids:
             raise DataError(f"split {self.preset.name}/{split} under {self.root} lists no video")
         self.caption_index = caption_index_for(self.root, self.preset)
-        scan = self._scan(ids)
+        scan = self._scan(ids, scan_workers)
         self.num_listed = len(ids)
         self.stats = scan.stats
         self.not_in_caption_index = scan.not_in_caption_index
@@ -161,6 +165,8 @@ class MmtFeatureDataset(Dataset):
     # -- preparation ------------------------------------------------------------------------------
     def _queries(self, record: MmtVideoRecord, video_id: str, scan: ScanResult) -> list[_Query]:
         captions, times = record.captions, record.caption_times
+        if not captions:
+            return []
         if self.caption_index is not None:
             if video_id in self.caption_index:
                 k = self.caption_index[video_id]
@@ -186,15 +192,25 @@ class MmtFeatureDataset(Dataset):
             out.append(_Query(ids, full))
         return out
 
-    def _scan(self, ids: Sequence[str]) -> ScanResult:
+    def _records(self, ids: Sequence[str], workers: int) -> Iterator[tuple[str, MmtVideoRecord | MmtFileError]]:
+        """Captions (+ metadata checks) of every listed file, in list order; in ``workers`` processes if > 0."""
+        jobs = [(str(h5_path(self.root, vid)), self.experts) for vid in ids]
+        if workers > 0 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                yield from zip(ids, pool.map(_read_for_scan, jobs, chunksize=64), strict=True)
+        else:
+            yield from zip(ids, map(_read_for_scan, jobs), strict=True)
+
+    def _scan(self, ids: Sequence[str], workers: int) -> ScanResult:
         scan = ScanResult()
         scan.stats.max_words = self.max_words
-        for n, vid in enumerate(ids):
+        for n, (vid, record) in enumerate(self._records(ids, workers)):
             if n and n % 5000 == 0:
                 log.info("%s/%s: scanned %d of %d feature files", self.preset.name, self.split, n, len(ids))
             path = h5_path(self.root, vid)
             try:
-                record = read_mmt_h5(path, self.experts, load_features=False)
+                if isinstance(record, MmtFileError):
+                    raise record
                 queries = self._queries(record, vid, scan)
             except MmtFileError as err:
                 scan.failures[vid] = str(err)
@@ -307,6 +323,15 @@ class MmtFeatureDataset(Dataset):
             "num_annotated_videos": self.num_listed,
             "not_in_caption_index": self.not_in_caption_index,
         }
+
+
+def _read_for_scan(job: tuple[str, dict[str, int]]) -> MmtVideoRecord | MmtFileError:
+    """Top level (picklable for worker processes): the file's captions and metadata checks, or the error."""
+    path, experts = job
+    try:
+        return read_mmt_h5(path, experts, load_features=False)
+    except MmtFileError as err:
+        return err
 
 
 def collate_mmt(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

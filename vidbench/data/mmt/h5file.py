@@ -32,6 +32,10 @@ class MmtFileError(FileProblemError, DataError):
 
     def __init__(self, path: str | Path, reason: str, fix: str = _FIX) -> None:
         super().__init__(path, reason, fix)
+        self.fix = fix
+
+    def __reduce__(self):  # picklable across the scan's worker processes
+        return (type(self), (self.path, self.reason, self.fix))
 
 
 @dataclass
