@@ -292,3 +292,14 @@ def test_caption_less_test_video_fails_with_its_id(tmp_path, tok) -> None:
     write_h5(fx.h5("video8"), [], {"s3d": rows_for(3, 1024, 0)})
     with pytest.raises(DataError, match=r"1 of 3 videos .*\n.*video8: .*no caption"):
         MmtFeatureDataset(fx.root, "msrvtt", "miech", "test", tok)
+
+
+def test_missing_release_message(tmp_path, msrvtt) -> None:
+    from vidbench.data.mmt.layout import missing_release_message
+
+    assert missing_release_message(msrvtt.root, "msrvtt", "jsfusion") is None
+    assert missing_release_message(msrvtt.root, "msrvtt", "full") is None
+    msg = missing_release_message(tmp_path / "MSRVTT", "msrvtt", "jsfusion")
+    assert "msrvtt/jsfusion" in msg and "val_list_jsfusion.txt" in msg and "jsfusion_val_caption_idx.pkl" in msg
+    assert "mult_h5 (no per-video .h5 files)" in msg and "MSRVTT.tar.gz" in msg
+    assert "activity-net.tar.gz" in missing_release_message(tmp_path / "activity-net", "activitynet", "val1")

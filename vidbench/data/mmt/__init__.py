@@ -22,6 +22,8 @@ Public interface (Lightning-free, no model code):
   reseeds training draws per epoch.
 * ``MMT_PRESETS`` / ``get_preset``: per dataset/cut experts, T, W, training/test split and query mode.
 * ``split_ids``, ``h5_path``, ``read_mmt_h5`` (``MmtFileError``): the on-disk layout, for verification tools.
+* ``missing_release_message(root, dataset, cut)``: None when the release looks extracted under ``root``,
+  else one line naming the folder to fill and the tarball (for suites that skip HCQ-MMT recipes).
 * ``vidbench.data.mmt.sampling``: the pure loader rules (timings, token choice, pools, queries).
 
 The BERT query tokenizer lives in :mod:`vidbench.data.bert_text` (``load_bert_tokenizer``).
@@ -29,7 +31,14 @@ The BERT query tokenizer lives in :mod:`vidbench.data.bert_text` (``load_bert_to
 
 from vidbench.data.mmt.dataset import MmtFeatureDataset, collate_mmt
 from vidbench.data.mmt.h5file import MmtFileError, MmtVideoRecord, read_mmt_h5
-from vidbench.data.mmt.layout import MMT_PRESETS, MmtPreset, get_preset, h5_path, split_ids
+from vidbench.data.mmt.layout import (
+    MMT_PRESETS,
+    MmtPreset,
+    get_preset,
+    h5_path,
+    missing_release_message,
+    split_ids,
+)
 
 __all__ = [
     "MMT_PRESETS",
@@ -40,6 +49,7 @@ __all__ = [
     "collate_mmt",
     "get_preset",
     "h5_path",
+    "missing_release_message",
     "read_mmt_h5",
     "split_ids",
 ]

@@ -263,3 +263,38 @@ def caption_index_for(root: str | Path, preset: MmtPreset) -> dict[str, int] | N
         return None
     root = Path(root)
     return read_caption_index(list_dir(root) / preset.caption_index, preset, root)
+
+
+def release_files(preset: MmtPreset) -> list[str]:
+    """The ``symlinked-feats`` files a preset reads (split lists and, for 1k-A, the caption index)."""
+    if preset.dataset == "msrvtt" and preset.cut == "full":
+        names = list(_FULL_LISTS.values())
+    else:
+        names = list(_LISTS[(preset.dataset, preset.cut)])
+    if preset.caption_index:
+        names.append(preset.caption_index)
+    return names
+
+
+def missing_release_message(root: str | Path, dataset: str, cut: str) -> str | None:
+    """None when ``root`` looks like an extracted release for this preset, else one line saying what to fill.
+
+    Cheap (no h5 file is opened): the split lists must exist and ``vid_feat_files/mult_h5`` must be a
+    non-empty folder. Meant for suites that skip the HCQ-MMT recipes of users without the features.
+    """
+    preset = get_preset(dataset, cut)
+    root = Path(root)
+    absent = [n for n in release_files(preset) if not (list_dir(root) / n).is_file()]
+    feats = features_dir(root)
+    has_feats = feats.is_dir() and any(feats.iterdir())
+    if not absent and has_feats:
+        return None
+    what = []
+    if absent:
+        what.append(f"{list_dir(root)} (lacks {', '.join(absent)})")
+    if not has_feats:
+        what.append(f"{feats} (no per-video .h5 files)")
+    return (
+        f"MMT features for {preset.name} not found: fill {' and '.join(what)} by extracting "
+        f"{FEATURES_URL}{preset.tarball} into {root.parent if root.name == preset.folder else root}"
+    )
