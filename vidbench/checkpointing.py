@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -169,11 +169,12 @@ class StopAfterEpochs(Callback):
             trainer.should_stop = True
 
 
-class LastEachEpoch(Callback):
+class LastEachEpoch(Checkpoint):
     """Write ``last.ckpt`` at every epoch end (atomically, via the CheckpointIO plugin).
 
     ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes it only when training ends, so a job killed
-    mid-run (preempted, out of time) would otherwise restart from zero.
+    mid-run (preempted, out of time) would otherwise restart from zero. A ``Checkpoint`` subclass, so Lightning
+    runs it after the LightningModule's own ``on_train_epoch_end`` (HCQ's end-of-epoch k-means is then in it).
     """
 
     def __init__(self, out: Path) -> None:
@@ -254,3 +255,46 @@ class ResumeReport(Callback):
             rank_zero_info(
                 f"resumed from {self.ckpt} at epoch {trainer.current_epoch}, global step {trainer.global_step}"
             )
+
+
+BEST_ON_TEST = "best-on-test.ckpt"
+
+
+class BestOnTest(Checkpoint):
+    """Keep the epoch whose test-split score (``pl_module.selection_score``) is the best so far, as the HCQ
+    reference does (its monitor is the t2v geometric mean of R@1/5/10 on the test split; ``>=``, so a tie goes
+    to the later epoch). Writes ``best-on-test.ckpt`` atomically; the pick is an oracle and is reported apart
+    from the last epoch. Its state (best score, epoch) travels in every checkpoint, so a resumed run continues
+    the comparison.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / BEST_ON_TEST
+        self.best: float | None = None
+        self.epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        score = getattr(pl_module, "selection_score", None)
+        if score is None:
+            return
+        if self.best is None or score >= self.best:
+            self.best, self.epoch = float(score), int(trainer.current_epoch)
+            trainer.save_checkpoint(self.path)
+            rank_zero_info(f"best-on-test: epoch {self.epoch}, t2v geometric mean {self.best:.3f}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "epoch": self.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.epoch = state_dict.get("best"), state_dict.get("epoch")
+
+
+def best_on_test_pick(ckpt: Path) -> dict[str, Any]:
+    """``{"epoch", "score"}`` of a ``best-on-test.ckpt`` (from the callback state saved inside it)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for key, value in state.get("callbacks", {}).items():
+        if key.startswith("BestOnTest"):
+            return {"epoch": value.get("epoch"), "score": value.get("best")}
+    return {"epoch": state.get("epoch"), "score": None}

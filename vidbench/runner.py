@@ -24,11 +24,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from vidbench.checkpointing import (
+    BEST_ON_TEST,
     AtomicCheckpointIO,
+    BestOnTest,
     LastEachEpoch,
     RequeueOnSignal,
     ResumeReport,
     StopAfterEpochs,
+    best_on_test_pick,
     install_requeue_handler,
     latest_checkpoint,
     prune_hpc_checkpoints,
@@ -37,7 +40,7 @@ from vidbench.checkpointing import (
 from vidbench.config import config_hash, run_dir
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.text import build_tokenizer
-from vidbench.errors import VidbenchError
+from vidbench.errors import ConfigError, VidbenchError
 from vidbench.io import write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
@@ -47,7 +50,18 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataModule:
+def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> L.LightningDataModule:
+    """Videos for the CLIP methods; the MMT feature release when ``data.mmt`` is set (HCQ as published)."""
+    if cfg.data.mmt is not None:
+        tokenizer = getattr(method, "query_tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError(
+                f"data.mmt is set (MMT expert features) but method '{cfg.method.name}' encodes videos; "
+                "use method hcq_mmt (recipes/hcq-mmt/) or remove data.mmt"
+            )
+        from vidbench.methods.mmt_datamodule import MmtDataModule
+
+        return MmtDataModule(cfg.data, tokenizer, seed=cfg.run.seed)
     tokenizer = build_tokenizer(cfg.model.tokenizer or cfg.model.clip)
     method.clip.check_tokenizer(tokenizer)
     hint = f"vidbench verify-data {cfg.run.name}"
@@ -79,6 +93,8 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         if t.stop_after_epochs:
             callbacks.append(StopAfterEpochs(t.stop_after_epochs))
         callbacks.append(ResumeReport(resume))
+        if cfg.eval.select_on_test:
+            callbacks.append(BestOnTest(out))
     strategy = t.strategy
     return L.Trainer(
         default_root_dir=out,
@@ -166,7 +182,7 @@ def _environment(trainer: L.Trainer, cfg: DictConfig) -> dict[str, Any]:
 def build_result(
     cfg: DictConfig,
     method: RetrievalMethod,
-    dm: RetrievalDataModule,
+    dm: L.LightningDataModule,
     trainer: L.Trainer,
     wall: float,
     ckpt: str | None,
@@ -225,6 +241,29 @@ def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     trainer = build_trainer(cfg, out, training=False)
     trainer.test(method, datamodule=dm, verbose=False)
     record = build_result(cfg, method, dm, trainer, time.perf_counter() - start, str(ckpt_path) if ckpt_path else None)
+    best = out / BEST_ON_TEST
+    if cfg.eval.select_on_test and ckpt == "last" and best.exists():
+        _add_best_on_test(cfg, record, dm, best)
     if trainer.global_rank == 0:
         write_json_atomic(out / "result.json", record)
     return record
+
+
+def _add_best_on_test(cfg: DictConfig, record: dict[str, Any], dm: L.LightningDataModule, best: Path) -> None:
+    """Test the reference's pick too; its protocols join the record as ``<name>@best-on-test`` with
+    ``selection: best-on-test`` (an oracle: chosen on the test split), the last epoch's get ``selection: last``.
+    No efficiency figures and no FAISS export for the pick (those of the last epoch stand)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["eval"]["efficiency"] = False
+    if "export_faiss" in plain["method"]:
+        plain["method"]["export_faiss"] = False
+    method = build_method(OmegaConf.create(plain))
+    method.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    trainer = build_trainer(cfg, run_dir(cfg), training=False)
+    trainer.test(method, datamodule=dm, verbose=False)
+    for entry in record["protocols"].values():
+        entry.setdefault("selection", "last")
+    for name, entry in method.test_results["protocols"].items():
+        record["protocols"][f"{name}@best-on-test"] = {**entry, "selection": "best-on-test"}
+    pick = best_on_test_pick(best)
+    record["best_on_test"] = {**pick, "checkpoint": str(best), "monitor": "t2v geometric mean of R@1/5/10 (test)"}

@@ -180,13 +180,60 @@ class RetrievalMethod(L.LightningModule, ABC):
                 f"{batch['index'].tolist() if 'index' in batch else '?'}. Lower the learning rate or check those "
                 "captions/videos; the last good checkpoint is the run directory's last.ckpt"
             )
-        bs = batch["input_ids"].shape[0]
+        bs = batch["index"].shape[0] if "index" in batch else batch["input_ids"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for name, value in self.train_scalars().items():
             self.log(f"train/{name}", value, batch_size=bs)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """With ``eval.select_on_test``: score the test split now (after any end-of-epoch update such as HCQ's
+        k-means, which subclasses run before calling this) for the ``BestOnTest`` checkpoint callback."""
+        if self.cfg.eval.select_on_test:
+            self.selection_score = self.test_split_geomean()
+            self.log("select/t2v_GeoMean", self.selection_score, rank_zero_only=True, sync_dist=False)
+
+    @torch.no_grad()
+    def test_split_geomean(self) -> float:
+        """t2v geometric mean of R@1/5/10 (in %) of the main protocol on the test split: the HCQ reference's
+        per-epoch monitor. Every rank encodes its shard; the scoreboard syncs the ranks."""
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+
+        dm = self.trainer.datamodule
+        was_training = self.training
+        self.eval()
+        parts: dict[int, list[Features]] = {0: [], 1: []}
+        for idx, loader in enumerate(dm.test_dataloader()):
+            for batch in loader:
+                parts[idx].append(self._eval_features(move_data_to_device(batch, self.device), idx))
+        text, video = self._collect(parts[0]), self._collect(parts[1])
+        n_text, n_video = next(iter(text.values())).shape[0], next(iter(video.values())).shape[0]
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        rows = torch.arange(rank, n_text, world, device=self.device)
+        main = self.protocols(text, video)[0]
+        e = self.cfg.eval
+        sims = chunked_scores(
+            main.score,
+            index_select_features(text, rows),
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=main.bytes_per_pair,
+            text_chunk=e.text_chunk,
+            video_chunk=n_video if main.whole_gallery else e.video_chunk,
+            out_device=self.device,
+        )
+        board = RetrievalScoreboard(
+            caption_video=dm.test_caption_video().to(self.device),
+            strict=False,
+            multi_caption=dm.test_multi_caption(),
+        ).to(self.device)
+        board.update(sims, rows)
+        flat = board.compute()
+        self.train(was_training)
+        recalls = [max(float(flat[f"t2v_R{k}"]), 0.0) for k in (1, 5, 10)]
+        return float((recalls[0] * recalls[1] * recalls[2]) ** (1.0 / 3.0))
 
     def configure_optimizers(self):
         o = self.cfg.optim
@@ -202,10 +249,13 @@ class RetrievalMethod(L.LightningModule, ABC):
         self._test_started = time.perf_counter()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_parts[dataloader_idx].append(self._eval_features(batch, dataloader_idx))
+
+    def _eval_features(self, batch: dict[str, Any], dataloader_idx: int) -> Features:
         feats = self.encode_text_batch(batch) if dataloader_idx == 0 else self.encode_video_batch(batch)
         feats = {k: v.detach() for k, v in feats.items()}
         feats["_index"] = batch["index"]
-        self._eval_parts[dataloader_idx].append(feats)
+        return feats
 
     def _collect(self, parts: list[Features]) -> Features:
         """All ranks' features in dataset order, the sampler's padding duplicates dropped."""

@@ -72,26 +72,30 @@ class HCQ(ClipMethod):
         m = self.cfg.method
         if m.sim_header not in ("meanP", "seqTransf"):
             raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
+        self.temporal = None
+        if m.sim_header == "seqTransf":
+            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            if self.clip.pretrained:
+                self.temporal.init_from_clip_text(self.clip)
+        self.build_hcq(self.clip.embed_dim, f"backbone {self.clip.label}")
+        self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
+
+    def build_hcq(self, dim: int, what: str) -> None:
+        """The HCQ head on ``dim``-d features (``what`` names their encoder in errors), level weights, caches."""
+        m = self.cfg.method
         if m.kmeans_empty not in EMPTY_POLICIES:
             raise ConfigError(f"method.kmeans_empty must be one of {EMPTY_POLICIES}, got {m.kmeans_empty!r}")
         if m.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
-        dim = self.clip.embed_dim
         if dim % m.num_subspaces:
             raise ConfigError(
-                f"method.num_subspaces = {m.num_subspaces} must divide the embedding size {dim} of backbone "
-                f"{self.clip.label}"
+                f"method.num_subspaces = {m.num_subspaces} must divide the embedding size {dim} of {what}"
             )
         if (m.export_faiss or m.eval_faiss) and m.num_codewords & (m.num_codewords - 1):
             raise ConfigError(
                 f"method.num_codewords = {m.num_codewords}: FAISS export needs a power of two "
                 "(or set method.export_faiss=false and method.eval_faiss=false)"
             )
-        self.temporal = None
-        if m.sim_header == "seqTransf":
-            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
-            if self.clip.pretrained:
-                self.temporal.init_from_clip_text(self.clip)
         self.attach_head(  # self.head; its vlad / quantizers keep their state-dict names
             "head",
             HCQHead(
@@ -112,7 +116,6 @@ class HCQ(ClipMethod):
         except ValueError as err:
             raise ConfigError(f"method.coarse_weight: {err}") from err
         self.register_buffer("level_w", weights, persistent=False)
-        self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
         self._caches = [EmbeddingReservoir(m.kmeans_cache) for _ in range(self.num_levels)]
         self._gallery: Features | None = None
 
@@ -162,8 +165,8 @@ class HCQ(ClipMethod):
 
     def global_loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """As the base, plus caching this rank's (local, detached) level embeddings for the k-means."""
-        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        video = self.encode_video(batch["video"], batch["video_mask"])
+        text = self.encode_text_batch(batch)
+        video = self.encode_video_batch(batch)
         if self.training:
             self.cache_embeddings(text["levels"], video["levels"])
         mode = self.cfg.trainer.gather_grad
@@ -203,6 +206,7 @@ class HCQ(ClipMethod):
         stats["smooth_w"] = self.smoothing()
         for name, value in stats.items():
             self.log(f"train/{name}", value, rank_zero_only=True, sync_dist=False)
+        super().on_train_epoch_end()  # after the k-means: eval.select_on_test scores the new codebooks
 
     # ---- evaluation ------------------------------------------------------------------------------------
     def score(self, text: Features, video: Features) -> Tensor:
@@ -227,14 +231,14 @@ class HCQ(ClipMethod):
 
     def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
         m = self.cfg.method
-        return adc_match_flops(n_gallery, self.num_levels, m.num_subspaces, m.num_codewords, self.clip.embed_dim)
+        return adc_match_flops(n_gallery, self.num_levels, m.num_subspaces, m.num_codewords, self.head.dim)
 
     def index_bytes_per_video(self, video: Features) -> float:
         """One byte per code: ``(L + 1) * M``."""
         return float(self.num_levels * self.cfg.method.num_subspaces)
 
     def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
-        m, g, dim = self.cfg.method, self.num_levels, self.clip.embed_dim
+        m, g, dim = self.cfg.method, self.num_levels, self.head.dim
         self._gallery = video  # kept for the FAISS export after scoring
         adc_cost = lambda n: self.match_flops_per_query(n, text, video)  # noqa: E731
         dense_cost = lambda n: 2.0 * n * g * dim  # noqa: E731

@@ -13,6 +13,8 @@ Output containers: in training ``levels`` (each sub-vector normalised, as the qu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -66,14 +68,21 @@ class HCQHead(nn.Module):
             out.append(self.vlad(tokens, mask))
         return torch.cat(out, dim=1)
 
-    def quantize(self, levels: Tensor) -> dict[str, Tensor]:
-        """Training: sub-normalised levels and their straight-through quantisation; evaluation: levels + codes."""
+    def quantize(self, levels: Tensor, *, soft: bool = False, hard: bool = False) -> dict[str, Tensor]:
+        """Training: sub-normalised levels and their straight-through quantisation (plus, when asked, the soft
+        codes ``[B, G, M, K]`` and hard reconstructions ``[B, G, D]`` for extra loss terms); evaluation:
+        levels + codes."""
         if self.training:
             outs = [pq(levels[:, g]) for g, pq in enumerate(self.quantizers)]
-            return {
+            feats = {
                 "levels": torch.stack([o.normalized for o in outs], dim=1),
                 "quantized": torch.stack([o.quantized for o in outs], dim=1),
             }
+            if soft:
+                feats["soft"] = torch.stack([o.soft for o in outs], dim=1)
+            if hard:
+                feats["hard"] = torch.stack([o.hard for o in outs], dim=1)
+            return feats
         codes = [pq.encode(levels[:, g]) for g, pq in enumerate(self.quantizers)]
         return {"levels": split_normalize(levels.float(), self.num_subspaces), "codes": torch.stack(codes, dim=1)}
 
@@ -99,11 +108,10 @@ class HCQHead(nn.Module):
 
     # ---- codebooks by k-means --------------------------------------------------------------------------
     @torch.no_grad()
-    def update_codebooks(
-        self, caches: list[EmbeddingReservoir], *, iters: int, tol: float, empty: str
-    ) -> dict[str, float]:
+    def update_codebooks(self, caches: list[EmbeddingReservoir], **kmeans: Any) -> dict[str, float]:
         """Spherical k-means of every level over the cached embeddings of all ranks (a collective: every rank
-        calls it); afterwards all ranks hold the same codebooks. Returns summary statistics."""
+        calls it); afterwards all ranks hold the same codebooks. ``kmeans``: options of
+        :func:`~vidbench.models.quantization.spherical_kmeans` (iters, tol, empty, ...). Returns statistics."""
         coll = Collective()
         stats = {"kmeans_vectors": 0.0, "kmeans_empty": 0.0, "kmeans_iters": 0.0}
         for pq, cache in zip(self.quantizers, caches, strict=True):
@@ -116,10 +124,8 @@ class HCQHead(nn.Module):
             result = spherical_kmeans(
                 x.reshape(-1, pq.num_subspaces, pq.sub_dim).to(pq.codebook.device),
                 pq.codebook,
-                iters=iters,
-                tol=tol,
-                empty=empty,
                 collective=coll,
+                **kmeans,
             )
             pq.codebook.copy_(result.codebook)
             stats["kmeans_vectors"] += float(total)

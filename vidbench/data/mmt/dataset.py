@@ -187,7 +187,7 @@ class MmtFeatureDataset(Dataset):
         for words, wtimes in candidates:
             if not words:
                 continue
-            ids, _ = self.tokenizer.encode_words(crop_words(words, wtimes, self.max_words), self.max_tokens)
+            ids, _ = self.tokenizer.encode_words(crop_words(words, wtimes, self.max_words), self.max_words)
             full = len(self.tokenizer.pieces(crop_words(words, wtimes, len(words)))) + 2
             out.append(_Query(ids, full))
         return out
@@ -291,8 +291,8 @@ class MmtFeatureDataset(Dataset):
             raise DataError(f"no feature file of {self.preset.name}/{self.split} could be read")
         # shufk1: one of the video's captions, uniformly (the reference shuffles them and keeps the first).
         query = video.queries[int(rng.integers(len(video.queries)))] if rng is not None else video.queries[0]
-        ids = torch.zeros(self.max_tokens, dtype=torch.long)
-        mask = torch.zeros(self.max_tokens, dtype=torch.long)
+        ids = torch.zeros(self.max_words, dtype=torch.long)  # queries are at most W word-pieces
+        mask = torch.zeros(self.max_words, dtype=torch.long)
         ids[: len(query.ids)] = torch.tensor(query.ids, dtype=torch.long)
         mask[: len(query.ids)] = 1
         return {
