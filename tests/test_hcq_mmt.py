@@ -17,6 +17,7 @@ from vidbench import runner
 from vidbench.config import compose, run_dir
 from vidbench.errors import ConfigError
 from vidbench.methods import build_method
+from vidbench.results.schema import result_problems
 
 MAIN = "hcq-mmt-l7-m32_bert_b128_50e_msrvtt-1ka"
 
@@ -79,6 +80,7 @@ def test_tiny_hcq_mmt_run_trains_tests_and_records_last_and_best_on_test(mmt_roo
     assert text["test"]["captions"] == 2 and text["test"]["max_words"] == 30 and text["test"]["captions_truncated"] == 0
     assert saved["data"]["features"]["experts"] == ["face", "ocr", "rgb", "s3d", "scene", "speech", "vggish"]
     assert saved["efficiency"]["text_gflops_per_query"] > 0 and saved["efficiency"]["video_gflops_per_clip"] > 0
+    assert result_problems(saved) == []
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,10 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+# Checkpoint selection of a protocol entry: the last epoch (default) or the reference's pick on the test split.
+SELECTIONS = ("last", "best-on-test")
+BEST_ON_TEST_SUFFIX = "@best-on-test"
+
 # Cost fields a protocol entry may override (see module docstring).
 PROTOCOL_COST_FIELDS: tuple[str, ...] = ("match_flops_per_query", "ms_per_query", "index_bytes_per_video")
 
@@ -141,6 +145,14 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
                 problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
+        selection = entry.get("selection", "last")
+        if selection not in SELECTIONS:
+            problems.append(f"'{where}.selection' must be one of {SELECTIONS}, got {selection!r}")
+        elif (selection == "best-on-test") != name.endswith(BEST_ON_TEST_SUFFIX):
+            problems.append(
+                f"'{where}': a protocol chosen on the test split (selection 'best-on-test') is named "
+                f"'<protocol>{BEST_ON_TEST_SUFFIX}', and only such a protocol"
+            )
 
 
 def _check_efficiency(e: Any, problems: list[str]) -> None:
@@ -173,6 +185,16 @@ def _check_data(d: Any, problems: list[str]) -> None:
         problems.append("'data.skipped_ids' must be a list of strings")
     if d.get("manifest") is not None and not isinstance(d["manifest"], str):
         problems.append(f"'data.manifest' must be a string or null, got {d['manifest']!r}")
+    text = d.get("text")
+    if text is not None:
+        if not isinstance(text, dict):
+            problems.append("'data.text' must be an object {split: {captions, captions_truncated, ...}}")
+        else:
+            for split, counts in text.items():
+                if not isinstance(counts, dict) or not all(
+                    _is_int(v) and v >= 0 for v in counts.values() if v is not None
+                ):
+                    problems.append(f"'data.text.{split}' must map count names to non-negative integers")
 
 
 def _check_env(e: Any, problems: list[str]) -> None:
