@@ -95,6 +95,7 @@ def test_key_follows_every_input(refs):
         {"framerate": 2.0},
         {"slice_framepos": 0},
         {"fps_mode": "exact"},
+        {"fps_mode": "stride"},  # DRL's sampling rule: other frames, another cache
     ]
     for change in changes:
         assert cache_key(refs, params | change) != base, change

@@ -133,5 +133,5 @@ def test_reference_configs(recipe, tau, batch, text_dropout, video, step):
     assert (m.lr_step_epochs, m.lr_gamma) == step
     assert (o.lr, o.weight_decay, list(o.betas), o.eps, o.grad_clip) == (5e-5, 0.0, [0.9, 0.999], 1e-8, 0.0)
     assert cfg.trainer.max_epochs == 50 and cfg.data.mmt.samples_per_epoch == 32000 and m.smoothing_epochs == 50
-    assert (m.fine_levels, m.num_subspaces, m.num_codewords, m.coarse_weight) == (7, 32, 256, 0.125)
+    assert (m.fine_levels, m.num_subspaces, m.num_codewords, m.cls_weight, m.vlad_weight) == (7, 32, 256, 0.125, 0.875)
     assert cfg.eval.select_on_test and cfg.trainer.precision == "16-mixed"

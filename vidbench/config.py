@@ -59,7 +59,7 @@ class DataConfig:
     max_frames: int = 12
     framerate: float = 1.0
     slice_framepos: int = 2  # 0 head, 1 tail, 2 uniform (every published script)
-    fps_mode: str = "int"  # "int": the reference truncates fps to an integer; "exact"
+    fps_mode: str = "int"  # int: CLIP4Clip's cv2 rule (fps truncated); exact; stride: DRL's decord rule
     image_size: int | None = None  # default: the backbone's input size
     expand_captions: bool = True  # every (video, caption) pair is a training sample
     batch_size: int = 128  # global batch; divided by the world size
@@ -219,11 +219,19 @@ class HcqMethod:
     alpha: float = 1.0  # soft-code sharpness
     quantizer_batch_norm: bool = True  # BatchNorm1d(M) on the codeword similarities (soft codes only)
     temperature: float = 0.05  # AQ-CL tau (0.07 for ActivityNet)
-    coarse_weight: float | None = None  # coarse level weight; default 1/(L+1); fine levels share the rest
+    # loss and score: cls_weight * coarse + vlad_weight * mean over the L fine levels (the reference's
+    # per-config pair: 0.125 / 0.875 for its L = 7 configs; L = 1: 2.0 / 2.0; L = 3: 1.3333 / 2.0;
+    # L = 15: 1.0667 / 2.0; L = 31: 1.0323 / 2.0)
+    cls_weight: float = 0.125
+    vlad_weight: float = 0.875
+    debias_prior: float = 0.0  # tau+ of the fine levels' debiased InfoNCE (0 in every reference config)
+    code_loss_weight: float = 0.0  # soft-code InfoNCE term (0 in every reference config)
+    pq_reg_loss_weight: float = 0.0  # sum_d (x_normalized - x_hat)^2 per row (0 in every reference config)
     smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
     smoothing_epochs: int | None = None  # E; default trainer.max_epochs
     kmeans_iters: int = 10
-    kmeans_tol: float = 1e-5
+    kmeans_stop: str = "all"  # all: run every iteration (what the reference effectively does) | converged
+    kmeans_tol: float = 1e-5  # kmeans_stop=converged: stop a sub-codebook once MSE(old, new) <= tol
     kmeans_empty: str = "zero"  # zero (reference: dead codeword) | keep (previous codeword)
     kmeans_cache: int = 65536  # embeddings (text + video) cached per level per rank per epoch, uniform sample
     export_faiss: bool = True  # write <run_dir>/hcq_index.faiss for the test gallery
@@ -277,7 +285,7 @@ class RootConfig:
 _CHOICES = {
     "data.missing_policy_train": ("skip", "fail"),
     "data.missing_policy_test": ("skip", "fail"),
-    "data.fps_mode": ("int", "exact"),
+    "data.fps_mode": ("int", "exact", "stride"),
     "data.slice_framepos": (0, 1, 2),
     "optim.optimizer": ("adamw", "bertadam"),
     "optim.schedule": ("warmup_cosine", "constant"),

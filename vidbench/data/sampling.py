@@ -2,7 +2,9 @@
 
 The rules follow CLIP4Clip's cv2 reader (``RawVideoExtractorCV2``) so that a clip sampled here picks the
 same frame indices the reference picked; ``fps_mode="exact"`` is offered for users who prefer the real
-frame rate over the reference's truncated one.
+frame rate over the reference's truncated one. ``fps_mode="stride"`` is DRL's decord loader instead (a fixed
+stride of ``round(fps / framerate)`` frames), which picks different frames on non-integer rates: 10 frames
+``[0, 30, ..., 270]`` of a 300-frame clip at 29.97 fps where the cv2 rule picks 11, ``[0, 29, ..., 290]``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 
 SLICE_HEAD, SLICE_TAIL, SLICE_UNIFORM = 0, 1, 2
-FPS_MODES = ("int", "exact")
+FPS_MODES = ("int", "exact", "stride")
 
 
 def sample_frame_indices(
@@ -49,9 +51,14 @@ def sample_frame_indices(
        ``max_frames``, 1 = the last ``max_frames``, 2 = ``np.linspace(0, n - 1, max_frames)`` truncated
        toward 0 (what every published script uses).
 
+    ``fps_mode="stride"`` replaces rules 1-5 by DRL's decord loader, see :func:`stride_frame_indices`.
+
     Fewer than ``max_frames`` indices is normal for short clips; :func:`frame_mask` marks the padding.
     """
     _check_args(num_frames, fps, max_frames, framerate, slice_framepos, fps_mode)
+    if fps_mode == "stride":
+        indices = stride_frame_indices(num_frames, fps, framerate, start_s, end_s)
+        return _slice(indices, max_frames, slice_framepos)
     rate: float = float(max(1, int(fps))) if fps_mode == "int" else float(fps)
     duration = math.ceil(num_frames / rate)
     start_sec, end_sec = _window_seconds(duration, start_s, end_s)
@@ -68,6 +75,35 @@ def sample_frame_indices(
 
     indices = [i for i in candidates if i < num_frames]
     return _slice(indices, max_frames, slice_framepos)
+
+
+def stride_frame_indices(
+    num_frames: int, fps: float, framerate: float = 1.0, start_s: float | None = None, end_s: float | None = None
+) -> list[int]:
+    """DRL's decord rule, before the slicing down to ``max_frames``: every ``round(fps / int(framerate))``-th
+    frame of ``[start * fps, min(end * fps, num_frames - 1)]`` (both ends inclusive, truncated to integers).
+
+    Without a window the range is the whole clip. A window's ends are truncated to whole seconds and negative
+    values become 0, as the reference does; an equal start and end widen the end by one second (reference);
+    ``start_s > end_s`` is an error (the reference swaps them silently); a start past the clip's last frame
+    gives the last frame (the reference returns an empty clip there).
+    """
+    rate = max(1, int(framerate))
+    stride = max(1, int(round(float(fps) / rate)))
+    last = num_frames - 1
+    if start_s is None and end_s is None:
+        first, stop = 0, last
+    else:
+        start = 0 if start_s is None else max(0, int(start_s))
+        end = None if end_s is None else max(0, int(end_s))
+        if end is not None and start > end:
+            raise ValueError(f"window start_s={start_s} is after end_s={end_s}; give start_s <= end_s")
+        if end is not None and end == start:
+            end = start + 1
+        first = int(start * fps)
+        stop = last if end is None else int(min(end * fps, last))
+        first = min(first, stop)
+    return list(range(first, stop + 1, stride))
 
 
 def check_sampling_args(max_frames: int, framerate: float, slice_framepos: int, fps_mode: str) -> None:
@@ -99,6 +135,8 @@ def _check_args(
         raise ValueError(f"slice_framepos={slice_framepos} must be 0 (head), 1 (tail) or 2 (uniform)")
     if fps_mode not in FPS_MODES:
         raise ValueError(f"fps_mode={fps_mode!r} must be one of {FPS_MODES}")
+    if fps_mode == "stride" and framerate < 1:
+        raise ValueError(f"framerate={framerate}: fps_mode='stride' (DRL's rule) takes a whole number >= 1 of frames/s")
 
 
 def _window_seconds(duration: int, start_s: float | None, end_s: float | None) -> tuple[int, int]:

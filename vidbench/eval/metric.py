@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from vidbench.eval.metrics import MetricInputError, as_caption_video, retrieval_metrics
+from vidbench.eval.metrics import MetricInputError, as_caption_video, mmt_retrieval_metrics, retrieval_metrics
 from vidbench.eval.postprocess import POSTPROCESS_CHOICES, UnknownPostprocessError, apply_postprocess
 
 __all__ = ["RetrievalScoreboard", "assemble_query_rows"]
@@ -66,10 +66,12 @@ class RetrievalScoreboard(Metric):
             always reported.
         postprocess_kwargs: options per post-processing name, e.g. ``{"dsl": {"temperature": 100.0}}``.
         multi_caption: the dataset's protocol flag, passed to ``retrieval_metrics`` (``None`` infers it).
+        mmt: also report HCQ's metric family (``mmt_retrieval_metrics``) under ``"mmt/..."`` keys.
         allow_nan: reference NaN behaviour instead of raising (see ``retrieval_metrics``).
         kwargs: passed to ``torchmetrics.Metric`` (e.g. ``compute_on_cpu=True``).
 
-    ``compute()`` returns ``{"t2v_R1": ..., "n_queries_v2t": ..., "strict/t2v_R1": ..., "dsl/t2v_R1": ...}``.
+    ``compute()`` returns ``{"t2v_R1": ..., "n_queries_v2t": ..., "strict/t2v_R1": ..., "dsl/t2v_R1": ...,
+    "mmt/t2v_R50": ...}``.
     Every rank must call ``update`` at least once (``DistributedSampler`` guarantees it by padding).
     """
 
@@ -86,6 +88,7 @@ class RetrievalScoreboard(Metric):
         postprocess_kwargs: Mapping[str, Mapping[str, float]] | None = None,
         multi_caption: bool | None = None,
         allow_nan: bool = False,
+        mmt: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,6 +103,7 @@ class RetrievalScoreboard(Metric):
         self.postprocess = tuple(dict.fromkeys(n for n in names if n != "none"))
         self.postprocess_kwargs = {k: dict(v) for k, v in (postprocess_kwargs or {}).items()}
         self.strict = strict
+        self.mmt = mmt
         self.multi_caption = multi_caption
         self.allow_nan = allow_nan
         self._caption_video: Tensor | None = None
@@ -157,6 +161,8 @@ class RetrievalScoreboard(Metric):
         if self.strict:
             strict = retrieval_metrics(sim, cv, strict=True, **common)
             out.update({f"strict/{key}": value for key, value in strict.items()})
+        if self.mmt:
+            out.update({f"mmt/{key}": value for key, value in mmt_retrieval_metrics(sim, cv).items()})
         for name in self.postprocess:
             t2v_sim, v2t_sim = apply_postprocess(sim, name, **self.postprocess_kwargs.get(name, {}))
             post = retrieval_metrics(t2v_sim, cv, sim_v2t=v2t_sim, **common)

@@ -32,6 +32,7 @@ float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -41,12 +42,16 @@ from torch import Tensor
 from vidbench.errors import VidbenchError
 
 __all__ = [
+    "MMT_METRIC_KEYS",
     "RECALL_KS",
     "MetricInputError",
     "as_caption_video",
+    "averaged_tie_ranks",
     "group_max_similarity",
+    "mmt_retrieval_metrics",
     "optimistic_ranks",
     "pessimistic_ranks",
+    "population_std_rank",
     "rank_positions_reference",
     "retrieval_metrics",
     "summarize_positions",
@@ -310,8 +315,17 @@ def _reject_nan(name: str, sim: Tensor) -> None:
         )
 
 
+def population_std_rank(pos: Tensor) -> float:
+    """Population standard deviation of the 1-based ranks (``np.std(rank + 1)``, the reference's Std_Rank)."""
+    p = pos.detach().flatten().to(torch.float64)
+    if p.numel() == 0:
+        raise MetricInputError("no rank positions to summarise")
+    return float(p.std(unbiased=False))
+
+
 def _prefixed(direction: str, summary: dict[str, float], n_queries: int) -> dict[str, float]:
-    out = {f"{direction}_{key}": summary[key] for key in (*(f"R{k}" for k in RECALL_KS), "MdR", "MnR")}
+    keys = (*(f"R{k}" for k in RECALL_KS), "MdR", "MnR", *(("Std_Rank",) if "Std_Rank" in summary else ()))
+    out = {f"{direction}_{key}": summary[key] for key in keys}
     out[f"n_queries_{direction}"] = n_queries
     return out
 
@@ -342,7 +356,9 @@ def retrieval_metrics(
 
     Returns:
         ``t2v_R1, t2v_R5, t2v_R10, t2v_MdR, t2v_MnR, v2t_R1, ..., v2t_MnR`` (floats; R@K in percent, ranks
-        1-based) and ``n_queries_t2v``, ``n_queries_v2t`` (ints: queries actually scored).
+        1-based) and ``n_queries_t2v``, ``n_queries_v2t`` (ints: queries actually scored). The multi-caption
+        reference path adds ``t2v_Std_Rank``, the population std of the 1-based t2v ranks, as the reference's
+        ``tensor_text_to_video_metrics`` reports it (its single-caption ``compute_metrics`` has none).
 
     Raises:
         MetricInputError: (a ``ValueError``) on malformed shapes, dtypes or mappings, a video without
@@ -394,5 +410,88 @@ def retrieval_metrics(
         grouped = group_max_similarity(v2t_sim, cv, n_video)
         v2t_pos, v2t_n = _reference_positions(grouped, torch.arange(n_video, device=cv.device))
         t2v = summarize_positions(t2v_pos, "lower")
+        t2v["Std_Rank"] = population_std_rank(t2v_pos)  # the reference's multi-caption t2v report has it
         v2t = summarize_positions(v2t_pos, "numpy")
     return {**_prefixed("t2v", t2v, t2v_n), **_prefixed("v2t", v2t, v2t_n)}
+
+
+# ------------------------------------------------------------------------------- MMT / HCQ metric family
+
+MMT_RECALL_KS: tuple[int, ...] = (1, 5, 10, 50)
+MMT_METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR", "GeoMean")
+MMT_METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in ("t2v", "v2t") for m in MMT_METRIC_NAMES)
+
+
+def averaged_tie_ranks(sim: Tensor, gt: Tensor) -> Tensor:
+    """0-based rank per query with ties *averaged*: ``g + (k - 1) / 2`` (float64), where ``g`` counts the
+    scores strictly above the ground-truth score and ``k`` those equal to it (the GT entry included), i.e. the
+    mean of the tied sorted positions (MMT's ``t2v_metrics`` tie rule, which HCQ uses)."""
+    gt = _check_sim_gt(sim, gt)
+    score = _gt_scores(sim, gt)
+    greater = _count_per_row(sim, score, torch.gt).double()
+    tied = _count_per_row(sim, score, torch.eq).double()
+    return greater + (tied - 1.0) / 2.0
+
+
+def _v2t_best_averaged_ranks(sim: Tensor, cv: Tensor) -> Tensor:
+    """Per video: the best (smallest) tie-averaged rank of its own captions among **all** captions."""
+    n_text, n_video = sim.shape
+    by_video = sim.T  # [V, S]: one row per video query
+    ranks = torch.empty(n_text, dtype=torch.float64, device=sim.device)
+    step = max(1, _BLOCK_ELEMENTS // max(1, n_text))
+    for start in range(0, n_text, step):
+        stop = min(start + step, n_text)
+        rows = by_video[cv[start:stop]]  # the row of each caption's own video
+        own = sim[torch.arange(start, stop, device=sim.device), cv[start:stop]]
+        greater = (rows > own[:, None]).sum(1).double()
+        tied = (rows == own[:, None]).sum(1).double()
+        ranks[start:stop] = greater + (tied - 1.0) / 2.0
+    best = torch.full((n_video,), float("inf"), dtype=torch.float64, device=sim.device)
+    return best.scatter_reduce_(0, cv, ranks, reduce="amin", include_self=True)
+
+
+def _mmt_summary(ranks: Tensor) -> dict[str, float]:
+    r = ranks.detach().flatten().to(torch.float64).cpu()
+    n = r.numel()
+    # as the reference: R@1 counts ranks equal to 0, R@K (K > 1) ranks below K; a half-tied 0.5 is no R@1 hit
+    out = {f"R{k}": 100.0 * float((r == 0).sum() if k == 1 else (r < k).sum()) / n for k in MMT_RECALL_KS}
+    ordered = r.sort().values
+    mid = float(ordered[(n - 1) // 2]) if n % 2 else 0.5 * (float(ordered[n // 2 - 1]) + float(ordered[n // 2]))
+    out["MdR"] = mid + 1.0
+    out["MnR"] = float(r.mean()) + 1.0
+    recalls = [out["R1"], out["R5"], out["R10"]]
+    out["GeoMean"] = 0.0 if min(recalls) <= 0 else math.exp(sum(math.log(x) for x in recalls) / len(recalls))
+    return out
+
+
+def mmt_retrieval_metrics(sim: Tensor, caption_video: Tensor | Sequence[int]) -> dict[str, float]:
+    """HCQ's metric family (MMT's ``t2v_metrics`` / ``v2t_metrics``) of a ``[n_text, n_video]`` score matrix.
+
+    - t2v: one rank per caption, a tied score getting the *average* of the tied 0-based positions (so a tie
+      at the top is not an R@1 hit: R@K counts ranks ``< K`` and R@1 needs exactly 0).
+    - v2t: for each video, the best rank over its captions, each caption ranked among **all** captions (ties
+      averaged the same way).
+    - R@1, R@5, R@10, R@50 (percent), MdR (numpy median + 1), MnR (mean + 1) and the geometric mean of
+      R@1, R@5, R@10 (0 when one of them is 0).
+
+    A pure function of the matrix (any method's scores: HCQ on CLIP, HCQ on MMT features). It is a protocol of
+    its own: record it as ``metrics_mmt``, never in a column with the CLIP4Clip-rule ``metrics``.
+
+    Returns:
+        ``{t2v_R1, t2v_R5, t2v_R10, t2v_R50, t2v_MdR, t2v_MnR, t2v_GeoMean, v2t_...}`` (floats).
+
+    Raises:
+        MetricInputError: malformed shapes or mappings, a video without captions, or NaN scores.
+
+    Example:
+        >>> m = mmt_retrieval_metrics(torch.tensor([[1.0, 1.0], [0.0, 2.0]]), torch.arange(2))
+        >>> m["t2v_R1"], m["t2v_MnR"]
+        (50.0, 1.25)
+    """
+    cv = as_caption_video(caption_video)
+    _validate_mapping(sim, cv)
+    _reject_nan("sim", sim)
+    cv = cv.to(sim.device)
+    t2v = _mmt_summary(averaged_tie_ranks(sim, cv))
+    v2t = _mmt_summary(_v2t_best_averaged_ranks(sim, cv))
+    return {**{f"t2v_{k}": v for k, v in t2v.items()}, **{f"v2t_{k}": v for k, v in v2t.items()}}

@@ -16,7 +16,9 @@ unquantised loss with ``cos(e pi / 2E)``; the codebooks are buffers learnt only 
 the end of every epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with
 the same codebooks). The temperature is fixed, so CLIP's logit scale is frozen (unused).
 
-Protocols (each in result.json with its own metrics and costs):
+Protocols (each in result.json with its own metrics and costs; every one also carries ``metrics_mmt``, the
+metric family HCQ's tables use: MMT's tie-averaged ranks, R@50 and the geometric mean of R@1/5/10, see
+:func:`vidbench.eval.metrics.mmt_retrieval_metrics`):
 - ``base``: retrieval on codes, what the paper reports: raw text queries, videos stored as G * M uint8
   codes, asymmetric distance computation with per-query look-up tables (vidbench/eval/adc.py). Its v2t
   column ranks texts by the same matrix.
@@ -51,6 +53,7 @@ from vidbench.models.hcq_head import HCQHead
 from vidbench.models.pooling import mean_pool_frames
 from vidbench.models.quantization import (
     EMPTY_POLICIES,
+    KMEANS_STOPS,
     EmbeddingReservoir,
 )
 from vidbench.models.temporal import SeqTransf
@@ -85,6 +88,15 @@ class HCQ(ClipMethod):
         m = self.cfg.method
         if m.kmeans_empty not in EMPTY_POLICIES:
             raise ConfigError(f"method.kmeans_empty must be one of {EMPTY_POLICIES}, got {m.kmeans_empty!r}")
+        if m.kmeans_stop not in KMEANS_STOPS:
+            raise ConfigError(f"method.kmeans_stop must be one of {KMEANS_STOPS}, got {m.kmeans_stop!r}")
+        if not 0.0 <= m.debias_prior < 1.0:
+            raise ConfigError(f"method.debias_prior (tau+) must be in [0, 1), got {m.debias_prior}")
+        if m.code_loss_weight < 0 or m.pq_reg_loss_weight < 0:
+            raise ConfigError(
+                "method.code_loss_weight and method.pq_reg_loss_weight must be >= 0, got "
+                f"{m.code_loss_weight} and {m.pq_reg_loss_weight}"
+            )
         if m.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
         if dim % m.num_subspaces:
@@ -112,9 +124,9 @@ class HCQ(ClipMethod):
         )
         self.num_levels = self.head.num_levels
         try:
-            weights = level_weights(m.fine_levels, m.coarse_weight)
+            weights = level_weights(m.fine_levels, m.cls_weight, m.vlad_weight)
         except ValueError as err:
-            raise ConfigError(f"method.coarse_weight: {err}") from err
+            raise ConfigError(f"method.cls_weight / method.vlad_weight: {err}") from err
         self.register_buffer("level_w", weights, persistent=False)
         self._caches = [EmbeddingReservoir(m.kmeans_cache) for _ in range(self.num_levels)]
         self._gallery: Features | None = None
@@ -144,12 +156,18 @@ class HCQ(ClipMethod):
             frames = self.temporal(frames, video_mask)
         return self.head.levels(mean_pool_frames(frames, video_mask), frames, video_mask)
 
+    def _features(self, levels: Tensor) -> Features:
+        """Training: sub-normalised levels + straight-through quantisation (+ soft codes / hard reconstructions
+        when their loss terms are on); evaluation: levels + codes."""
+        m = self.cfg.method
+        return self.head.quantize(levels, soft=bool(m.code_loss_weight), hard=bool(m.pq_reg_loss_weight))
+
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Features:
         """Training: sub-normalised levels + straight-through quantisation; evaluation: levels + codes."""
-        return self.head.quantize(self.text_levels(input_ids, attention_mask))
+        return self._features(self.text_levels(input_ids, attention_mask))
 
     def encode_video(self, video: Tensor, video_mask: Tensor) -> Features:
-        return self.head.quantize(self.video_levels(video, video_mask))
+        return self._features(self.video_levels(video, video_mask))
 
     def codebooks(self) -> Tensor:
         """``[G, M, K, D/M]``: every level's codebook."""
@@ -173,14 +191,22 @@ class HCQ(ClipMethod):
         return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
     def training_loss(self, text: Features, video: Features) -> dict[str, Tensor]:
+        m = self.cfg.method
         return hybrid_aqcl_loss(
             text["levels"],
             video["levels"],
             text["quantized"],
             video["quantized"],
             self.level_w,
-            temperature=float(self.cfg.method.temperature),
+            temperature=float(m.temperature),
             smooth=self.smoothing(),
+            prior=float(m.debias_prior),
+            code_weight=float(m.code_loss_weight),
+            text_soft=text.get("soft"),
+            video_soft=video.get("soft"),
+            pq_reg_weight=float(m.pq_reg_loss_weight),
+            text_hard=text.get("hard"),
+            video_hard=video.get("hard"),
         )
 
     def cache_embeddings(self, text_levels: Tensor, video_levels: Tensor) -> None:
@@ -199,7 +225,9 @@ class HCQ(ClipMethod):
         Returns summary statistics (vectors used, empty codewords, mean iterations).
         """
         m = self.cfg.method
-        return self.head.update_codebooks(self._caches, iters=m.kmeans_iters, tol=m.kmeans_tol, empty=m.kmeans_empty)
+        return self.head.update_codebooks(
+            self._caches, iters=m.kmeans_iters, tol=m.kmeans_tol, empty=m.kmeans_empty, stop=m.kmeans_stop
+        )
 
     def on_train_epoch_end(self) -> None:
         stats = self.update_codebooks()
@@ -250,6 +278,7 @@ class HCQ(ClipMethod):
                 match_flops=adc_cost,
                 index_bytes_per_video=self.index_bytes_per_video(video),
                 dsl=bool(self.cfg.eval.dsl),
+                mmt_metrics=True,
             ),
             ScoringProtocol(
                 name="v2t-codes",
@@ -257,6 +286,7 @@ class HCQ(ClipMethod):
                 bytes_per_pair=12,
                 match_flops=dense_cost,
                 index_bytes_per_video=4.0 * g * dim,
+                mmt_metrics=True,
             ),
             ScoringProtocol(
                 name="dense",
@@ -264,6 +294,7 @@ class HCQ(ClipMethod):
                 bytes_per_pair=4,
                 match_flops=dense_cost,
                 index_bytes_per_video=4.0 * g * dim,
+                mmt_metrics=True,
             ),
         ]
         if m.eval_faiss:
@@ -275,6 +306,7 @@ class HCQ(ClipMethod):
                     whole_gallery=True,
                     match_flops=adc_cost,
                     index_bytes_per_video=float(math.ceil(g * m.num_subspaces * math.log2(m.num_codewords) / 8)),
+                    mmt_metrics=True,
                 )
             )
         return out

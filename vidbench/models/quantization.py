@@ -7,12 +7,14 @@ Spec methods-eercf-hcq.md B.2-B.3 (reference: gimpong/WWW22-HCQ).
   the backward pass is the identity to the encoder (straight-through), so the codebooks get no gradient:
   they are buffers, learnt only by :func:`spherical_kmeans` at the end of each epoch.
 - :func:`spherical_kmeans` runs on every sub-codebook at once (cosine assignment, normalised means, warm
-  start, per-sub-codebook stopping at ``MSE(old, new) <= tol``). Under DDP the per-cluster sums and counts
+  start, all iterations as the reference in effect runs; per-sub-codebook stopping at ``MSE(old, new) <= tol``
+  is the option ``stop="converged"``). Under DDP the per-cluster sums and counts
   are all-reduced and the new codebook is broadcast from rank 0 at every iteration, so every rank runs the
   k-means of the union of the rank-local caches and ends with bitwise identical codebooks.
 - :class:`EmbeddingReservoir` caches (a uniform sample of) the embeddings seen during an epoch.
 - :class:`GhostVLAD` is the shared soft assignment that turns word tokens or frames into L fine levels, with
-  the reference's quirks by default (ghost column dropped *before* the softmax, mask multiplying the logits).
+  the reference's quirks by default (ghost column dropped *before* the softmax, mask multiplying the logits
+  before the batch-norm).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from vidbench.errors import ConfigError
 from .pooling import l2_normalize
 
 EMPTY_POLICIES = ("zero", "keep")
+KMEANS_STOPS = ("all", "converged")
 VLAD_MODES = ("reference", "textbook")
 
 
@@ -197,20 +200,27 @@ def spherical_kmeans(
     iters: int = 10,
     tol: float = 1e-5,
     empty: str = "zero",
+    stop: str = "all",
     chunk: int = 65536,
     collective: Collective | None = None,
 ) -> KMeansResult:
     """Spherical k-means of every sub-codebook at once, warm-started from ``init [M, K, d]``.
 
     :param x: ``[N, M, d]`` rank-local data; each sub-vector is normalised here (cosine assignment).
-    :param iters: at most this many assignment + update rounds.
-    :param tol: a sub-codebook stops once the mean squared change of its codewords is ``<= tol``.
+    :param iters: assignment + update rounds (at most, with ``stop="converged"``).
+    :param stop: ``"all"`` (default) runs all ``iters`` rounds. That is what the reference effectively does:
+        from its second round on, its convergence test compares the new normalised means with a codebook
+        tensor its in-place update has already overwritten with this round's *unnormalised* means, so it
+        measures their distance from unit norm, which rarely falls under the threshold. ``"converged"`` stops
+        each sub-codebook once the mean squared change of its codewords is ``<= tol``.
     :param collective: under DDP, sums and counts are all-reduced and the new codebook is broadcast from
         rank 0 each round, so all ranks compute the k-means of the union of their data and take identical
         stopping decisions. Every rank must call this together (with possibly different N, even 0).
     """
     if x.dim() != 3 or x.shape[1:] != (init.shape[0], init.shape[2]):
         raise ValueError(f"k-means data {tuple(x.shape)} does not match codebook {tuple(init.shape)} ([N, M, d])")
+    if stop not in KMEANS_STOPS:
+        raise ConfigError(f"k-means stop rule must be one of {KMEANS_STOPS}, got {stop!r}")
     coll = collective or Collective()
     x = l2_normalize(x.float())
     codebook = init.float().clone()
@@ -227,7 +237,8 @@ def spherical_kmeans(
         mse = (new - codebook).pow(2).mean(dim=(1, 2))
         codebook = torch.where(active[:, None, None], new, codebook)
         ran += active.long()
-        active &= mse > tol
+        if stop == "converged":
+            active &= mse > tol
         if not bool(active.any()):
             break
     return KMeansResult(codebook, ran, counts)
@@ -294,8 +305,9 @@ class GhostVLAD(nn.Module):
     ``K + G`` columns (G ghost clusters) and go through a batch-norm over all tokens.
 
     - ``mode="reference"`` (HCQ's code): the ghost columns are dropped *before* the softmax (so they absorb
-      nothing), the batch-norm covers the K real columns and every token including padding, and the mask
-      *multiplies the logits*: a padded token gets logit 0 everywhere and is still averaged in with 1/K.
+      nothing), and the mask *multiplies the logits before the batch-norm*, whose batch statistics cover the
+      K real columns of every token, padding included: a padded token's logits become ``BN(0)`` (not 0), and
+      the token is still softmax-weighted into the sums with its own features.
     - ``mode="textbook"`` (GhostVLAD, Zhong et al. 2018): the softmax spans K + G columns and the ghost
       weights are discarded afterwards; padded tokens get zero weight and are left out of the batch-norm.
     """
@@ -331,7 +343,9 @@ class GhostVLAD(nn.Module):
         logits = x @ self.assignment  # [B, N, K+G]
         m = mask.to(logits.dtype).unsqueeze(-1)
         if self.mode == "reference":
-            logits = self._bn(logits[..., : self.clusters]) * m
+            # the reference's order: drop the ghosts, multiply by the mask, *then* batch-norm over all B * N
+            # rows (padding's zeros included, in the running statistics too), then softmax over K
+            logits = self._bn(logits[..., : self.clusters] * m)
             return F.softmax(logits, dim=-1)
         valid = mask.bool()
         logits = self._bn(logits, valid)

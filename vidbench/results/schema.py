@@ -22,8 +22,12 @@ writers stay readable)::
       "num_queries": 1000, "num_gallery": 1000,
       "protocols": {                   # >= 1 entry; each is one evaluation protocol
         "base": {"postprocess": "none",
-                 "metrics": {"t2v_R1": .., ..., "v2t_MnR": ..},     # all ten METRIC_KEYS
+                 "metrics": {"t2v_R1": .., ..., "v2t_MnR": ..},     # all ten METRIC_KEYS (+ optional
+                                                                     #  t2v_Std_Rank / v2t_Std_Rank)
                  "strict": {same ten keys},                          # optional
+                 "metrics_mmt": {"t2v_R1", "t2v_R5", "t2v_R10", "t2v_R50", "t2v_MdR", "t2v_MnR",
+                                 "t2v_GeoMean", "v2t_..."},         # optional: HCQ's (MMT's) metric family,
+                                                                     #  never shown in a column with "metrics"
                  "match_flops_per_query": float,                     # optional override
                  "ms_per_query": float,                              # optional override
                  "index_bytes_per_video": float},                    # optional override
@@ -62,6 +66,11 @@ SCHEMA_VERSION = 1
 DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
 METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "MdR", "MnR")
 METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in METRIC_NAMES)
+# optional in "metrics": population std of the 1-based ranks (the reference's multi-caption t2v report)
+OPTIONAL_METRIC_KEYS: tuple[str, ...] = ("t2v_Std_Rank", "v2t_Std_Rank")
+# "metrics_mmt": HCQ's (MMT's) metric family, a protocol of its own (vidbench.eval.metrics.mmt_retrieval_metrics)
+MMT_METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR", "GeoMean")
+MMT_METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in MMT_METRIC_NAMES)
 REQUIRED_FIELDS: tuple[str, ...] = (
     "schema_version",
     "recipe",
@@ -114,14 +123,16 @@ def _check_str(d: dict, key: str, where: str, problems: list[str], *, required: 
         problems.append(f"'{where}{key}' must be a non-empty string, got {v!r}")
 
 
-def _check_metrics(m: Any, where: str, problems: list[str]) -> None:
+def _check_metrics(
+    m: Any, where: str, problems: list[str], keys: tuple[str, ...] = METRIC_KEYS, optional: tuple[str, ...] = ()
+) -> None:
     if not isinstance(m, dict):
-        problems.append(f"'{where}' must be an object with keys {', '.join(METRIC_KEYS)}")
+        problems.append(f"'{where}' must be an object with keys {', '.join(keys)}")
         return
-    missing = [k for k in METRIC_KEYS if k not in m]
+    missing = [k for k in keys if k not in m]
     if missing:
         problems.append(f"'{where}' is missing {', '.join(missing)}")
-    for k in METRIC_KEYS:
+    for k in (*keys, *optional):
         if k in m and not _is_number(m[k]):
             problems.append(f"'{where}.{k}' must be a finite number, got {m[k]!r}")
 
@@ -138,9 +149,11 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         if "metrics" not in entry:
             problems.append(f"missing required field '{where}.metrics'")
         else:
-            _check_metrics(entry["metrics"], f"{where}.metrics", problems)
+            _check_metrics(entry["metrics"], f"{where}.metrics", problems, optional=OPTIONAL_METRIC_KEYS)
         if "strict" in entry and entry["strict"] is not None:
-            _check_metrics(entry["strict"], f"{where}.strict", problems)
+            _check_metrics(entry["strict"], f"{where}.strict", problems, optional=OPTIONAL_METRIC_KEYS)
+        if entry.get("metrics_mmt") is not None:
+            _check_metrics(entry["metrics_mmt"], f"{where}.metrics_mmt", problems, keys=MMT_METRIC_KEYS)
         _check_str(entry, "postprocess", f"{where}.", problems, required=False)
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
