@@ -74,6 +74,9 @@ def test_tiny_hcq_mmt_run_trains_tests_and_records_last_and_best_on_test(mmt_roo
     for name in ("base", "base@best-on-test"):
         m = protos[name]["metrics"]
         assert 0.0 <= m["t2v_R1"] <= 100.0 and 1.0 <= m["t2v_MnR"] <= 2.0
+    for name in ("base", "base@best-on-test", "v2t-codes"):  # both metric families, side by side
+        mmt = protos[name]["metrics_mmt"]
+        assert {"t2v_R50", "t2v_GeoMean", "v2t_GeoMean"} <= set(mmt) and 0.0 <= mmt["t2v_GeoMean"] <= 100.0
     assert protos["base"]["index_bytes_per_video"] == 3 * 4  # (L + 1) x M one-byte codes
     assert saved["best_on_test"]["epoch"] in (0, 1) and saved["best_on_test"]["score"] >= 0.0
     text = saved["data"]["text"]
