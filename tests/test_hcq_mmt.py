@@ -138,3 +138,14 @@ def test_reference_configs(recipe, tau, batch, text_dropout, video, step):
     assert cfg.trainer.max_epochs == 50 and cfg.data.mmt.samples_per_epoch == 32000 and m.smoothing_epochs == 50
     assert (m.fine_levels, m.num_subspaces, m.num_codewords, m.cls_weight, m.vlad_weight) == (7, 32, 256, 0.125, 0.875)
     assert cfg.eval.select_on_test and cfg.trainer.precision == "16-mixed"
+
+
+def test_verify_data_names_a_broken_feature_file(tmp_path, capsys):
+    from vidbench.cli import main
+
+    write_msrvtt(tmp_path / "mmt" / "MSRVTT", broken=("video9",))
+    assert main(["verify-data", MAIN, f"paths.data_root={tmp_path}", "--split", "test"]) == 1
+    out = capsys.readouterr().out
+    assert "msrvtt/jsfusion test: 2 listed, 1 missing or malformed" in out and "video9.h5" in out
+    assert main(["verify-data", MAIN, f"paths.data_root={tmp_path / 'nothing'}"]) == 1
+    assert "MSRVTT.tar.gz" in capsys.readouterr().out
