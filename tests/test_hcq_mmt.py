@@ -80,6 +80,7 @@ def test_tiny_hcq_mmt_run_trains_tests_and_records_last_and_best_on_test(mmt_roo
     assert protos["base"]["index_bytes_per_video"] == 3 * 4  # (L + 1) x M one-byte codes
     assert saved["best_on_test"]["epoch"] in (0, 1) and saved["best_on_test"]["score"] >= 0.0
     text = saved["data"]["text"]
+    assert set(text) == {"trainval", "test"} and text["trainval"]["captions"] == 8 * 3  # shufk1: every caption
     assert text["test"]["captions"] == 2 and text["test"]["max_words"] == 30 and text["test"]["captions_truncated"] == 0
     assert saved["data"]["features"]["experts"] == ["face", "ocr", "rgb", "s3d", "scene", "speech", "vggish"]
     assert saved["efficiency"]["text_gflops_per_query"] > 0 and saved["efficiency"]["video_gflops_per_clip"] > 0

@@ -7,6 +7,7 @@ up where it stopped. ``test`` writes ``result.json`` there, atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import signal
@@ -48,6 +49,7 @@ from vidbench.results.schema import write_json_atomic
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_TEXT = "data_text_train.json"  # data.text of the training split, written by fit, read by test
 
 
 def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> L.LightningDataModule:
@@ -142,6 +144,9 @@ def fit(cfg: DictConfig) -> Path:
     trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
+        train_text = getattr(dm, "train_text_report", None)
+        if train_text is not None:  # the training split's query counts, for the test's result record
+            write_json_atomic(out / TRAIN_TEXT, train_text())
     return out
 
 
@@ -217,6 +222,9 @@ def build_result(
     }
     if "efficiency" in r:
         record["efficiency"] = r["efficiency"]
+    train_text = out / TRAIN_TEXT
+    if ckpt and train_text.is_file() and isinstance(record["data"].get("text"), dict):
+        record["data"]["text"].update(json.loads(train_text.read_text()))
     return record
 
 

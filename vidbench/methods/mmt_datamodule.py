@@ -141,6 +141,11 @@ class MmtDataModule(L.LightningDataModule):
 
         return move_data_to_device(collate_mmt([self.dataset("test")[0]]), device), None
 
+    def train_text_report(self) -> dict[str, dict[str, int]]:
+        """``{train split: query truncation counts}`` (written by the runner after fit, merged at test)."""
+        train = self.dataset("train")
+        return {train.split: train.text_report()}
+
     def data_report(self) -> dict[str, Any]:
         """The test split's file policy outcome and ``text``: query truncation per split (contract 1)."""
         test = self.dataset("test")
