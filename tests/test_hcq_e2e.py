@@ -9,6 +9,7 @@ import pytest
 
 from vidbench.cli import main
 from vidbench.config import compose, run_dir
+from vidbench.eval.metrics import MMT_METRIC_KEYS
 
 RECIPE = "hcq-clip_tiny_8f_b64_synth-msrvtt"
 
@@ -33,6 +34,12 @@ def test_tiny_hcq_recipe_learns_with_code_based_retrieval(full_synth, tmp_path):
     assert base["match_flops_per_query"] == 2 * levels * 32 * 64 + levels * m * 32 + 100 * levels * m
     eff = record["efficiency"]
     assert eff["index_bytes_per_video"] == 32 and eff["ms_per_query"] > 0
+
+    # HCQ's own metric family (MMT's rules) sits beside the CLIP4Clip-rule metrics, in its own field
+    mmt = base["metrics_mmt"]
+    assert set(mmt) == set(MMT_METRIC_KEYS) and "t2v_R50" not in base["metrics"]
+    assert mmt["t2v_GeoMean"] == pytest.approx((mmt["t2v_R1"] * mmt["t2v_R5"] * mmt["t2v_R10"]) ** (1 / 3))
+    assert all("metrics_mmt" in protocols[name] for name in ("v2t-codes", "dense", "faiss"))
 
     # the unquantised model is reported next to it, at 64x the storage
     assert protocols["dense"]["index_bytes_per_video"] == levels * 64 * 4
