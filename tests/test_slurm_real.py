@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidbench import slurm
+from vidbench import checkpointing, slurm
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "clip4clip-meanp_tiny_8f_b64_synth-msrvtt"
@@ -237,4 +237,4 @@ def test_signal_mid_epoch_requeues_and_resumes_epoch_and_step(slurm_runs):
     assert record["env"]["world_size"] == 2
     if step % STEPS_PER_EPOCH == 0:  # the signal happened to land on an epoch's last batch
         assert record["protocols"] == _result(ref)["protocols"]
-    assert not slurm.hpc_checkpoints(job.run_dir)  # superseded by the final last.ckpt, removed
+    assert not checkpointing.hpc_checkpoints(job.run_dir)  # superseded by the final last.ckpt, removed

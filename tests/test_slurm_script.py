@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from vidbench import runner, slurm
+from vidbench import checkpointing, runner, slurm
 from vidbench.cli import main
 from vidbench.config import compose, run_dir
 from vidbench.errors import ConfigError, VidbenchError
@@ -139,8 +139,11 @@ def test_resources_come_from_recipe_section_then_command_line():
 
 
 def test_slurm_job_id_for_plain_and_array_jobs():
-    assert slurm.slurm_job_id({"SLURM_JOB_ID": "41"}) == "41"
-    assert slurm.slurm_job_id({"SLURM_JOB_ID": "45", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "5"}) == "40_5"
+    assert checkpointing.slurm_job_id({"SLURM_JOB_ID": "41"}) == "41"
+    assert (
+        checkpointing.slurm_job_id({"SLURM_JOB_ID": "45", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "5"})
+        == "40_5"
+    )
 
 
 def test_submit_dry_run_leaves_out_finished_runs(tmp_path, capsys):
@@ -183,17 +186,17 @@ def test_run_task_skips_a_run_with_a_result(tmp_path, monkeypatch):
 
 
 def test_resume_prefers_the_newest_checkpoint(tmp_path):
-    assert slurm.latest_checkpoint(tmp_path) is None
+    assert checkpointing.latest_checkpoint(tmp_path) is None
     last, hpc1 = tmp_path / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
     last.write_bytes(b"a")
     hpc1.write_bytes(b"b")
     os.utime(last, ns=(10**18, 10**18))
     os.utime(hpc1, ns=(2 * 10**18, 2 * 10**18))
-    assert slurm.latest_checkpoint(tmp_path) == hpc1
-    assert slurm.next_hpc_path(tmp_path).name == "hpc_ckpt_2.ckpt"
+    assert checkpointing.latest_checkpoint(tmp_path) == hpc1
+    assert checkpointing.next_hpc_path(tmp_path).name == "hpc_ckpt_2.ckpt"
     os.utime(last, ns=(3 * 10**18, 3 * 10**18))
-    assert slurm.latest_checkpoint(tmp_path) == last
-    assert slurm.prune_hpc_checkpoints(tmp_path) == [hpc1] and not hpc1.exists()
+    assert checkpointing.latest_checkpoint(tmp_path) == last
+    assert checkpointing.prune_hpc_checkpoints(tmp_path) == [hpc1] and not hpc1.exists()
 
 
 # -- the requeue callback in one process, with scontrol stubbed -------------------------------------------
@@ -233,7 +236,7 @@ def restore_signals():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
-    slurm.clear_requeue()
+    checkpointing.clear_requeue()
 
 
 def _trainer(out: Path, at: str, signal_step: int) -> L.Trainer:
@@ -246,19 +249,19 @@ def _trainer(out: Path, at: str, signal_step: int) -> L.Trainer:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[_SignalAt(signal_step), runner.RequeueOnSignal(out, at=at)],
-        plugins=[runner.AtomicCheckpointIO()],
+        callbacks=[_SignalAt(signal_step), checkpointing.RequeueOnSignal(out, at=at)],
+        plugins=[checkpointing.AtomicCheckpointIO()],
     )
 
 
 @pytest.mark.parametrize(("at", "saved_step"), [("batch", 10), ("epoch", 16)])
 def test_requeue_signal_checkpoints_at_a_shared_point(at, saved_step, tmp_path, monkeypatch, restore_signals):
     calls = []
-    monkeypatch.setattr(runner, "requeue_self", lambda: calls.append(1) or True)
-    with pytest.raises(runner.Requeued):
+    monkeypatch.setattr(checkpointing, "requeue_self", lambda: calls.append(1) or True)
+    with pytest.raises(checkpointing.Requeued):
         _trainer(tmp_path, at, signal_step=10).fit(_Linear())
     assert calls == [1]
-    ckpt = slurm.latest_checkpoint(tmp_path)
+    ckpt = checkpointing.latest_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.name == "hpc_ckpt_1.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == saved_step  # 8 batches per epoch
 
@@ -269,11 +272,11 @@ def test_requeue_signal_checkpoints_at_a_shared_point(at, saved_step, tmp_path, 
 
 
 def test_refused_requeue_lets_training_go_on(tmp_path, monkeypatch, restore_signals):
-    monkeypatch.setattr(runner, "requeue_self", lambda: False)
+    monkeypatch.setattr(checkpointing, "requeue_self", lambda: False)
     trainer = _trainer(tmp_path, "batch", signal_step=4)
     trainer.fit(_Linear())
-    assert trainer.global_step == 24 and not slurm.requeue_pending()
-    assert [p.name for p in slurm.hpc_checkpoints(tmp_path)] == ["hpc_ckpt_1.ckpt"]
+    assert trainer.global_step == 24 and not checkpointing.requeue_pending()
+    assert [p.name for p in checkpointing.hpc_checkpoints(tmp_path)] == ["hpc_ckpt_1.ckpt"]
 
 
 if __name__ == "__main__":

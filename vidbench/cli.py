@@ -124,11 +124,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from vidbench.data.verify import verify_data
 
     cfg = _compose(args)
+    if cfg.data.mmt is not None:
+        return _verify_mmt(cfg.data, args.split)
     report = verify_data(cfg, args.split, out_dir=args.out)
     for block in report.blocks:
         print(block)
     print(report.verdict)
     return report.exit_code(strict=args.strict)
+
+
+def _verify_mmt(d, which: str) -> int:
+    """MMT feature release: every listed id's .h5 present and readable (captions, expert shapes)."""
+    from vidbench.data.mmt import MmtFileError, get_preset, h5_path, missing_release_message, read_mmt_h5, split_ids
+
+    missing = missing_release_message(d.root, d.dataset, d.mmt.cut)
+    if missing is not None:
+        print(missing)
+        return 1
+    preset = get_preset(d.dataset, d.mmt.cut)
+    splits = {"train": preset.train_split, "test": preset.test_split}
+    bad = 0
+    for split in splits.values() if which == "both" else [splits[which]]:
+        ids = split_ids(d.root, preset, split)
+        problems = []
+        for vid in ids:
+            try:
+                read_mmt_h5(h5_path(d.root, vid), preset.expert_dims, load_features=False)
+            except MmtFileError as err:
+                problems.append(str(err))
+        print(f"{preset.name} {split}: {len(ids)} listed, {len(problems)} missing or malformed")
+        for line in problems[:10]:
+            print(f"  - {line}")
+        bad += len(problems)
+    return 1 if bad else 0
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:

@@ -50,14 +50,51 @@ def _written_folders(cfg) -> list[tuple[Path, str]]:
     return folders
 
 
-def preflight(suite: Suite, overrides: list[str], clip: str | None) -> list[tuple[str, list[str]]]:
-    """Compose every recipe and check data and weights; returns (recipe, overrides) per recipe."""
+def mmt_preflight(cfg) -> tuple[str | None, str | None]:
+    """For a recipe on the MMT features: ``(skip line, problem)``. A user without the features gets a skip
+    line naming the folder to fill (not a failure of the suite); one with the features but without the BERT
+    weights gets a problem, as missing CLIP weights do."""
+    from vidbench.data.mmt import missing_release_message
+    from vidbench.models.bert_text import ensure_local_bert
+
+    missing = missing_release_message(cfg.data.root, cfg.data.dataset, cfg.data.mmt.cut)
+    if missing is not None:
+        return f"skipped {cfg.run.name}: {missing}", None
+    try:
+        ensure_local_bert(cfg.method.bert)
+    except VidbenchError as exc:
+        return None, f"{cfg.run.name}: {exc}"
+    return None, None
+
+
+def preflight(
+    suite: Suite, overrides: list[str], clip: str | None, skipped: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
+    """Compose every recipe and check data and weights; returns (recipe, overrides) per recipe to run.
+
+    HCQ-MMT recipes whose feature release is absent are left out, with one line each in ``skipped``.
+    """
     planned = []
     problems: list[str] = []
     checked_data: set[tuple[str, str, str]] = set()
     checked_dirs: set[Path] = set()
     for recipe in suite.recipes:
         base_cfg = compose(recipe, overrides)
+        if base_cfg.data.mmt is not None:
+            skip, problem = mmt_preflight(base_cfg)
+            if skip is not None and skipped is not None:
+                skipped.append(skip)
+            elif skip is not None:
+                problems.append(skip)
+            if problem is not None:
+                problems.append(problem)
+            if skip is None and problem is None:
+                planned.append((recipe, list(overrides)))
+                try:
+                    ensure_writable(run_dir(base_cfg), "paths.runs_dir")
+                except VidbenchError as exc:
+                    problems.append(str(exc))
+            continue
         extra = [*overrides, *clip_override(base_cfg.model.clip, clip)]
         cfg = compose(recipe, extra)
         try:
@@ -114,7 +151,12 @@ def run_suite(
 ) -> list[tuple[str, int, str]]:
     """Fit and test every (recipe, seed); returns (recipe, seed, status) rows."""
     overrides = [f"paths.runs_dir={runs_dir}", *overrides]
-    planned = preflight(suite, overrides, clip)
+    skipped: list[str] = []
+    planned = preflight(suite, overrides, clip, skipped)
+    for line in skipped:
+        print(line, flush=True)
+    if not planned:
+        raise DataError("nothing to run: " + "; ".join(skipped))
     chosen_seeds = seeds if seeds else list(suite.seeds)
     total = len(planned) * len(chosen_seeds)
     rows = []

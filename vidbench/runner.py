@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 import signal
 import subprocess
@@ -24,10 +23,22 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
+from vidbench.checkpointing import (
+    BEST_ON_TEST,
+    AtomicCheckpointIO,
+    BestOnTest,
+    LastEachEpoch,
+    RequeueOnSignal,
+    ResumeReport,
+    StopAfterEpochs,
+    best_on_test_pick,
+    install_requeue_handler,
+    latest_checkpoint,
+    prune_hpc_checkpoints,
+    under_slurm,
+)
 from vidbench.config import config_hash, run_dir
 from vidbench.console import EpochLine, interactive, tidy_lightning_logging
 from vidbench.data.datamodule import RetrievalDataModule
@@ -37,131 +48,23 @@ from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
 from vidbench.results.schema import write_json_atomic
-from vidbench.slurm import (
-    clear_requeue,
-    install_requeue_handler,
-    latest_checkpoint,
-    next_hpc_path,
-    prune_hpc_checkpoints,
-    requeue_pending,
-    requeue_self,
-    under_slurm,
-)
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename, so a kill mid-write never leaves a torn file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
-
-
-class StopAfterEpochs(Callback):
-    """End this invocation after N epochs without touching the schedule (the rerun resumes)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
-class LastEachEpoch(Callback):
-    """Write ``last.ckpt`` at every epoch end (atomically, via the CheckpointIO plugin).
-
-    ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes it only when training ends, so a job killed
-    mid-run (preempted, out of time) would otherwise restart from zero.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.path = Path(out) / "last.ckpt"
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-
-
-class Requeued(SystemExit):
-    """Raised on every rank once the job is requeued: this attempt ends, the requeued one resumes."""
-
-
-class RequeueOnSignal(Callback):
-    """Checkpoint and requeue on SLURM's SIGUSR1 at a point where every rank is in step.
-
-    The signal handler only records the signal (vidbench/slurm.py); acting inside it, as Lightning's own
-    handler does, can deadlock DDP (one rank in a gradient all-reduce, another in the checkpoint barrier).
-    ``at="batch"``: the next training batch end (the resumed run restores epoch and global step; the rest
-    of that epoch restarts its batch order). ``at="epoch"``: the end of the running epoch, so the resumed run
-    matches an uninterrupted one; the signal's lead time must then exceed an epoch. While testing, the job is
-    requeued without a checkpoint: its rerun finds fit done and tests again.
-    """
-
-    def __init__(self, out: Path, at: str = "batch") -> None:
-        self.out = Path(out)
-        self.at = at
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        install_requeue_handler()  # before Lightning registers its handlers: it then leaves SIGUSR1 to us
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.at == "batch":
-            self._checkpoint_and_requeue(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at == "epoch":
-            self._checkpoint_and_requeue(trainer)
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        # No checkpoint and no collective (test batches need not be in step): every rank got the signal
-        # and lets the SIGTERM that follows the requeue end it.
-        if requeue_pending():
-            clear_requeue()
-            previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if trainer.is_global_zero and not requeue_self():
-                signal.signal(signal.SIGTERM, previous)
-
-    def _checkpoint_and_requeue(self, trainer: L.Trainer) -> None:
-        strategy = trainer.strategy
-        if not strategy.reduce_boolean_decision(requeue_pending(), all=False):  # did any rank get it?
-            return
-        path = Path(strategy.broadcast(str(next_hpc_path(self.out)), src=0))
-        trainer.save_checkpoint(path)  # rank 0 writes, atomically (AtomicCheckpointIO); all ranks sync
-        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
-        if trainer.is_global_zero:
-            prune_hpc_checkpoints(self.out, keep=path)
-            rank_zero_info(f"requeue signal: saved {path} at {where}")
-        # The checkpoint is on disk: the SIGTERM that follows the requeue may now end the process at once
-        # (Lightning's SIGTERM handler would start a collective of its own).
-        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        requeued = strategy.broadcast(requeue_self() if trainer.is_global_zero else False, src=0)
-        clear_requeue()
-        if requeued:
-            raise Requeued(0)
-        signal.signal(signal.SIGTERM, previous)
-        rank_zero_info(f"requeue refused at {where}; training goes on (resubmit to resume from {path})")
-
-
-class ResumeReport(Callback):
-    """Say where a resumed fit picked up (the restored epoch and global step), for logs and tests."""
-
-    def __init__(self, ckpt: Path | None) -> None:
-        self.ckpt = ckpt
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.ckpt is not None:
-            rank_zero_info(
-                f"resumed from {self.ckpt} at epoch {trainer.current_epoch}, global step {trainer.global_step}"
+def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> L.LightningDataModule:
+    """Videos for the CLIP methods; the MMT feature release when ``data.mmt`` is set (HCQ as published)."""
+    if cfg.data.mmt is not None:
+        tokenizer = getattr(method, "query_tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError(
+                f"data.mmt is set (MMT expert features) but method '{cfg.method.name}' encodes videos; "
+                "use method hcq_mmt (recipes/hcq-mmt/) or remove data.mmt"
             )
+        from vidbench.methods.mmt_datamodule import MmtDataModule
 
-
-def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> RetrievalDataModule:
+        return MmtDataModule(cfg.data, tokenizer, seed=cfg.run.seed)
     tokenizer = build_tokenizer(cfg.model.tokenizer or cfg.model.clip)
     method.clip.check_tokenizer(tokenizer)
     hint = f"vidbench verify-data {cfg.run.name}"
@@ -191,7 +94,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
     progress_bar = interactive() if t.progress_bar is None else bool(t.progress_bar)
     plugins: list[Any] = [AtomicCheckpointIO()]  # hpc checkpoints (SLURM requeue) go through it too
     if under_slurm():
-        # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/slurm.py).
+        # Ranks come from SLURM; SIGUSR1 is acted on at a step every rank shares (vidbench/checkpointing.py).
         install_requeue_handler()
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
         callbacks.append(RequeueOnSignal(out, at=cfg.slurm.requeue_at))
@@ -213,6 +116,8 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         callbacks.append(ResumeReport(resume))
         if not progress_bar:
             callbacks.append(EpochLine())
+        if cfg.eval.select_on_test:
+            callbacks.append(BestOnTest(out))
     strategy = t.strategy
     return L.Trainer(
         default_root_dir=out,
@@ -333,7 +238,7 @@ def _determinism(device_type: str, deterministic: bool) -> str:
 def build_result(
     cfg: DictConfig,
     method: RetrievalMethod,
-    dm: RetrievalDataModule,
+    dm: L.LightningDataModule,
     trainer: L.Trainer,
     wall: float,
     ckpt: str | None,
@@ -347,7 +252,7 @@ def build_result(
         "method": method.method_name,
         "variant": method.variant,
         "method_label": method.method_label,
-        "backbone": method.clip.label,
+        "backbone": method.backbone_label,
         "seed": int(cfg.run.seed),
         "config_hash": config_hash(cfg),
         "git_commit": sha,
@@ -393,6 +298,29 @@ def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     trainer = build_trainer(cfg, out, training=False)
     trainer.test(method, datamodule=dm, verbose=False)
     record = build_result(cfg, method, dm, trainer, time.perf_counter() - start, str(ckpt_path) if ckpt_path else None)
+    best = out / BEST_ON_TEST
+    if cfg.eval.select_on_test and ckpt == "last" and best.exists():
+        _add_best_on_test(cfg, record, dm, best)
     if trainer.global_rank == 0:
         write_json_atomic(out / "result.json", record)
     return record
+
+
+def _add_best_on_test(cfg: DictConfig, record: dict[str, Any], dm: L.LightningDataModule, best: Path) -> None:
+    """Test the reference's pick too; its protocols join the record as ``<name>@best-on-test`` with
+    ``selection: best-on-test`` (an oracle: chosen on the test split), the last epoch's get ``selection: last``.
+    No efficiency figures and no FAISS export for the pick (those of the last epoch stand)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["eval"]["efficiency"] = False
+    if "export_faiss" in plain["method"]:
+        plain["method"]["export_faiss"] = False
+    method = build_method(OmegaConf.create(plain))
+    method.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    trainer = build_trainer(cfg, run_dir(cfg), training=False)
+    trainer.test(method, datamodule=dm, verbose=False)
+    for entry in record["protocols"].values():
+        entry.setdefault("selection", "last")
+    for name, entry in method.test_results["protocols"].items():
+        record["protocols"][f"{name}@best-on-test"] = {**entry, "selection": "best-on-test"}
+    pick = best_on_test_pick(best)
+    record["best_on_test"] = {**pick, "checkpoint": str(best), "monitor": "t2v geometric mean of R@1/5/10 (test)"}

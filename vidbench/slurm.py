@@ -6,25 +6,19 @@ in the repository's environment. Re-submitting is safe: pairs whose run director
 ``result.json`` are left out of the array, and a task that finds one at run time exits at once.
 
 Preemption and time limits: ``#SBATCH --signal=USR1@<lead>`` asks SLURM to send SIGUSR1 shortly before the
-time limit (and ``scancel --signal=USR1`` does the same by hand). Lightning's own handler would save a
-checkpoint from inside the signal handler, wherever each rank happens to be, which under DDP can deadlock
-(one rank waiting in a gradient all-reduce while another enters the checkpoint barrier). Here the handler
-only records the signal; ``runner.RequeueOnSignal`` acts on it at a point every rank reaches together (the
-next batch end, or the epoch end with ``slurm.requeue_at=epoch``): all ranks agree, rank 0 writes
-``hpc_ckpt_<n>.ckpt`` atomically into the run directory, and runs ``scontrol requeue``. The requeued job
-runs the same command, finds the same deterministic run directory and resumes from the newest checkpoint
-there (:func:`latest_checkpoint`).
+time limit (and ``scancel --signal=USR1`` does the same by hand). What happens then (record the signal,
+checkpoint and requeue where every rank is in step, resume from the newest checkpoint) lives in
+:mod:`vidbench.checkpointing`, beneath both this module and the runner; this module imports the runner to
+run a task, never the reverse.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, fields, replace
@@ -38,117 +32,7 @@ from vidbench.errors import ConfigError, VidbenchError
 
 log = logging.getLogger(__name__)
 
-REQUEUE_SIGNAL = signal.SIGUSR1
-HPC_PREFIX = "hpc_ckpt_"
 RESULT = "result.json"
-
-# -- the requeue signal ---------------------------------------------------------------------------------
-
-
-class _RequeueFlag:
-    """Signal handler that only records the signal: the work happens where all ranks are in step."""
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.pending = True
-
-
-_FLAG = _RequeueFlag()
-
-
-def under_slurm() -> bool:
-    """True inside a SLURM job step (srun), as Lightning decides it (interactive shells excluded)."""
-    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-
-
-def install_requeue_handler() -> None:
-    """Record SIGUSR1 instead of dying on it (its default action).
-
-    Installed before the Trainer runs, so Lightning sees a handler and does not register its own.
-    """
-    if signal.getsignal(REQUEUE_SIGNAL) is not _FLAG:
-        signal.signal(REQUEUE_SIGNAL, _FLAG)
-
-
-def requeue_pending() -> bool:
-    """Whether SIGUSR1 arrived since the last :func:`clear_requeue`."""
-    return _FLAG.pending
-
-
-def clear_requeue() -> None:
-    _FLAG.pending = False
-
-
-def slurm_job_id(env: dict[str, str] | None = None) -> str:
-    """The id ``scontrol requeue`` needs: ``<array job>_<task>`` for an array task, else the job id."""
-    env = os.environ if env is None else env
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    if not env.get("SLURM_JOB_ID"):
-        raise VidbenchError("SLURM_JOB_ID is not set: requeue only works inside a SLURM job")
-    return env["SLURM_JOB_ID"]
-
-
-def requeue_self() -> bool:
-    """Ask SLURM to requeue this job; False (with the reason logged) when it refuses."""
-    job = slurm_job_id()
-    try:
-        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("scontrol requeue %s failed: %s", job, exc)
-        return False
-    if proc.returncode:
-        log.warning("scontrol requeue %s failed (rc=%d): %s", job, proc.returncode, proc.stderr.strip())
-        return False
-    log.info("requeued SLURM job %s", job)
-    return True
-
-
-# -- checkpoints in a run directory ---------------------------------------------------------------------
-
-
-def hpc_checkpoints(out: Path) -> list[Path]:
-    """``hpc_ckpt_<n>.ckpt`` files (Lightning's naming), oldest number first."""
-    found = []
-    for p in Path(out).glob(f"{HPC_PREFIX}*.ckpt"):
-        m = re.fullmatch(rf"{HPC_PREFIX}(\d+)\.ckpt", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def next_hpc_path(out: Path) -> Path:
-    existing = hpc_checkpoints(out)
-    n = int(existing[-1].stem[len(HPC_PREFIX) :]) + 1 if existing else 1
-    return Path(out) / f"{HPC_PREFIX}{n}.ckpt"
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The checkpoint a (re)started fit resumes from: the newest of ``last.ckpt`` and the hpc checkpoints.
-
-    An hpc checkpoint is written on the requeue signal, usually mid-epoch, so it is newer than the
-    epoch-end ``last.ckpt``; once training goes on past it, ``last.ckpt`` is newer again.
-    """
-    candidates = [p for p in [Path(out) / "last.ckpt", *hpc_checkpoints(out)] if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name.startswith(HPC_PREFIX)))
-
-
-def prune_hpc_checkpoints(out: Path, keep: Path | None = None) -> list[Path]:
-    """Delete hpc checkpoints other than ``keep`` that ``last.ckpt`` or ``keep`` supersedes."""
-    last = Path(out) / "last.ckpt"
-    newest = keep if keep is not None else (last if last.is_file() else None)
-    if newest is None:
-        return []
-    removed = []
-    for p in hpc_checkpoints(out):
-        if p != newest and p.stat().st_mtime_ns <= newest.stat().st_mtime_ns:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
 
 
 # -- submission -----------------------------------------------------------------------------------------
@@ -482,6 +366,7 @@ def submit(
 def run_task(cfg: DictConfig) -> Path:
     """Fit then test one (recipe, seed), unless its run directory already has a result (then: nothing)."""
     from vidbench import runner
+    from vidbench.checkpointing import install_requeue_handler, under_slurm
 
     if under_slurm():
         install_requeue_handler()
@@ -612,6 +497,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run_task(args: argparse.Namespace) -> int:
+    from vidbench.checkpointing import install_requeue_handler, under_slurm
+
     if under_slurm():
         install_requeue_handler()  # as early as possible: SIGUSR1's default action would kill us
     cfg = compose(args.recipe, args.overrides)

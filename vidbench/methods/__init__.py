@@ -24,6 +24,10 @@ def method_class(name: str) -> type[RetrievalMethod]:
         from .hcq import HCQ
 
         return HCQ
+    if name == "hcq_mmt":
+        from .hcq_mmt import HcqMmt
+
+        return HcqMmt
     raise ValueError(f"unknown method '{name}'")
 
 

@@ -1,11 +1,18 @@
 """The shared retrieval LightningModule: what every method's training and evaluation have in common.
 
-A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature
-containers (dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a
-``[n_text, n_video]`` matrix as a pure function of the pairs (so the base can chunk it), and
-``training_logits`` / ``training_loss`` work on the globally gathered batch. The base does the rest:
-the gather with exact DDP gradients, the optimiser and schedule, the logit-scale clamp, encoding the test
-split once, chunked scoring, the reference metrics, and the efficiency figures of the result record.
+A method is encoders plus a head. The encoders are components chosen by the method's family:
+:class:`ClipMethod` composes CLIP frames + CLIP text (one ``ClipBackbone``, attribute ``clip``, so every
+existing checkpoint's ``clip.*`` keys stay as they are); HCQ as published composes MMT expert features and
+BERT text (``vidbench.methods.hcq_mmt``). The heads are plain ``nn.Module``s of ``vidbench.models`` whose
+forward takes features, so they are tested without any backbone. :class:`RetrievalMethod` knows neither
+encoder: it only sees the feature containers.
+
+A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature containers
+(dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a ``[n_text, n_video]``
+matrix as a pure function of the pairs (so the base can chunk it), and ``training_loss`` works on the
+globally gathered batch. The base does the rest: the gather with exact DDP gradients, the optimiser and
+schedule, encoding the test split once, chunked scoring, the reference metrics, and the efficiency figures
+of the result record.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from vidbench.data.transforms import normalize_video
 from vidbench.eval.metric import RetrievalScoreboard
@@ -53,7 +61,7 @@ class ScoringProtocol:
 
 
 class RetrievalMethod(L.LightningModule, ABC):
-    """Base class; subclasses implement the abstract method contract below."""
+    """Base class, encoder-agnostic; subclasses implement the abstract method contract below."""
 
     method_name = "base"
 
@@ -62,13 +70,38 @@ class RetrievalMethod(L.LightningModule, ABC):
         cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.cfg = cfg
-        self.clip = ClipBackbone(
-            cfg.model.clip,
-            freeze_layer_num=cfg.model.freeze_layer_num,
-            attn_implementation=cfg.model.attn_implementation,
-        )
         self._eval_parts: dict[int, list[Features]] = {0: [], 1: []}
         self.test_results: dict[str, Any] = {}
+        self._heads: list[nn.Module] = []
+
+    def attach_head(self, name: str, head: nn.Module) -> nn.Module:
+        """Keep ``head`` (a plain nn.Module of vidbench.models) as ``self.<name>``, its children registered on
+        the method itself.
+
+        The children become attributes of the method (``self.vlad``, not ``self.head.vlad``), so state-dict
+        keys stay those of the checkpoints written before heads were modules of their own (contract 2). The
+        head keeps references to the same child objects, holds no parameters or buffers itself, and follows
+        the method's train/eval mode.
+        """
+        if any(True for _ in head.parameters(recurse=False)) or any(True for _ in head.buffers(recurse=False)):
+            raise TypeError(f"{type(head).__name__}: an attached head keeps its tensors in child modules")
+        for child_name, child in head._modules.items():
+            setattr(self, child_name, child)
+        object.__setattr__(self, name, head)  # not a registered submodule: no second set of keys
+        self._heads.append(head)
+        head.train(self.training)
+        return head
+
+    def train(self, mode: bool = True):
+        out = super().train(mode)
+        for head in getattr(self, "_heads", []):
+            head.training = mode
+        return out
+
+    @property
+    @abstractmethod
+    def backbone_label(self) -> str:
+        """The encoders as the result record and leaderboard name them (e.g. 'ViT-B/32')."""
 
     # ---- the method contract -------------------------------------------------------------------------
     @property
@@ -86,19 +119,27 @@ class RetrievalMethod(L.LightningModule, ABC):
         """Text features for a batch of token ids (a dict of tensors sharing the leading dim)."""
 
     @abstractmethod
-    def encode_video(self, video: torch.Tensor, video_mask: torch.Tensor) -> Features:
-        """Video features for uint8 frames ``[B, T, 3, S, S]`` and their frame mask."""
+    def encode_video(self, video: Any, video_mask: torch.Tensor | None) -> Features:
+        """Video features for a batch's video inputs: uint8 frames ``[B, T, 3, S, S]`` and their frame mask
+        for the CLIP methods, the expert feature dict for the MMT encoder."""
+
+    def encode_text_batch(self, batch: dict[str, Any]) -> Features:
+        return self.encode_text(batch["input_ids"], batch["attention_mask"])
+
+    def encode_video_batch(self, batch: dict[str, Any]) -> Features:
+        return self.encode_video(batch["video"], batch.get("video_mask"))
 
     @abstractmethod
     def score(self, text: Features, video: Features) -> torch.Tensor:
         """Evaluation scores ``[n_text, n_video]``; a pure function of the pairs (chunkable)."""
 
-    def training_logits(self, text: Features, video: Features) -> torch.Tensor:
-        """Logit-scaled ``[B, B]`` matrix over the global batch."""
-        return self.clip.logit_scale.exp() * self.score(text, video)
-
+    @abstractmethod
     def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
-        return {"loss_infonce": symmetric_infonce(self.training_logits(text, video))}
+        """Named loss terms on the globally gathered batch (summed into the training loss)."""
+
+    def train_scalars(self) -> dict[str, torch.Tensor | float]:
+        """Extra scalars logged under ``train/`` every step (e.g. CLIP's logit scale)."""
+        return {}
 
     def score_bytes_per_pair(self) -> int:
         """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
@@ -122,16 +163,11 @@ class RetrievalMethod(L.LightningModule, ABC):
             )
         ]
 
-    # ---- shared helpers --------------------------------------------------------------------------------
-    def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-        """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
-        return normalize_video(video, video_mask)
-
     # ---- training --------------------------------------------------------------------------------------
     def global_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Encode the local batch, gather it with gradients, and compute the loss on the global batch."""
-        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        video = self.encode_video(batch["video"], batch["video_mask"])
+        text = self.encode_text_batch(batch)
+        video = self.encode_video_batch(batch)
         mode = self.cfg.trainer.gather_grad
         return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
@@ -145,15 +181,60 @@ class RetrievalMethod(L.LightningModule, ABC):
                 f"{batch['index'].tolist() if 'index' in batch else '?'}. Lower the learning rate or check those "
                 "captions/videos; the last good checkpoint is the run directory's last.ckpt"
             )
-        bs = batch["input_ids"].shape[0]
+        bs = batch["index"].shape[0] if "index" in batch else batch["input_ids"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/logit_scale", self.clip.logit_scale.exp(), batch_size=bs)
+        for name, value in self.train_scalars().items():
+            self.log(f"train/{name}", value, batch_size=bs)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.clip.clamp_logit_scale_()
+    def on_train_epoch_end(self) -> None:
+        """With ``eval.select_on_test``: score the test split now (after any end-of-epoch update such as HCQ's
+        k-means, which subclasses run before calling this) for the ``BestOnTest`` checkpoint callback."""
+        if self.cfg.eval.select_on_test:
+            self.selection_score = self.test_split_geomean()
+            self.log("select/t2v_GeoMean", self.selection_score, rank_zero_only=True, sync_dist=False)
+
+    @torch.no_grad()
+    def test_split_geomean(self) -> float:
+        """t2v geometric mean of R@1/5/10 (MMT's metric family) of the main protocol on the test split: the HCQ
+        reference's per-epoch monitor. Every rank encodes its shard; the scoreboard syncs the ranks."""
+        from lightning.fabric.utilities.apply_func import move_data_to_device
+
+        dm = self.trainer.datamodule
+        was_training = self.training
+        self.eval()
+        parts: dict[int, list[Features]] = {0: [], 1: []}
+        for idx, loader in enumerate(dm.test_dataloader()):
+            for batch in loader:
+                parts[idx].append(self._eval_features(move_data_to_device(batch, self.device), idx))
+        text, video = self._collect(parts[0]), self._collect(parts[1])
+        n_text, n_video = next(iter(text.values())).shape[0], next(iter(video.values())).shape[0]
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        rows = torch.arange(rank, n_text, world, device=self.device)
+        main = self.protocols(text, video)[0]
+        e = self.cfg.eval
+        sims = chunked_scores(
+            main.score,
+            index_select_features(text, rows),
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=main.bytes_per_pair,
+            text_chunk=e.text_chunk,
+            video_chunk=n_video if main.whole_gallery else e.video_chunk,
+            out_device=self.device,
+        )
+        board = RetrievalScoreboard(
+            caption_video=dm.test_caption_video().to(self.device),
+            strict=False,
+            multi_caption=dm.test_multi_caption(),
+            mmt=True,
+        ).to(self.device)
+        board.update(sims, rows)
+        flat = board.compute()
+        self.train(was_training)
+        return float(flat["mmt/t2v_GeoMean"])  # MMT's metric code (tie-averaged ranks), as the reference monitors
 
     def configure_optimizers(self):
         o = self.cfg.optim
@@ -169,15 +250,15 @@ class RetrievalMethod(L.LightningModule, ABC):
         self._test_started = time.perf_counter()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:
-            feats = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        else:
-            feats = self.encode_video(batch["video"], batch["video_mask"])
+        self._eval_parts[dataloader_idx].append(self._eval_features(batch, dataloader_idx))
+
+    def _eval_features(self, batch: dict[str, Any], dataloader_idx: int) -> Features:
+        feats = self.encode_text_batch(batch) if dataloader_idx == 0 else self.encode_video_batch(batch)
         # Autocast covers this step but not on_test_epoch_end, where the features are scored: under
         # bf16/fp16-mixed some come out in half precision and others in fp32, so store all in fp32.
         feats = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in feats.items()}
         feats["_index"] = batch["index"]
-        self._eval_parts[dataloader_idx].append(feats)
+        return feats
 
     def _collect(self, parts: list[Features]) -> Features:
         """All ranks' features in dataset order, the sampler's padding duplicates dropped."""
@@ -301,3 +382,34 @@ class RetrievalMethod(L.LightningModule, ABC):
 def _plain(flat: dict[str, float]) -> dict[str, float]:
     """The unprefixed metric keys (t2v_R1, ..., n_queries_v2t) of a scoreboard result."""
     return {k: float(v) for k, v in flat.items() if "/" not in k}
+
+
+class ClipMethod(RetrievalMethod):
+    """The methods on CLIP frames + CLIP text: one ``ClipBackbone`` (attribute ``clip``) encodes both sides,
+    its logit scale multiplies the training scores (clamped after every step as the reference does)."""
+
+    def __init__(self, config: DictConfig | dict) -> None:
+        super().__init__(config)
+        m = self.cfg.model
+        self.clip = ClipBackbone(m.clip, freeze_layer_num=m.freeze_layer_num, attn_implementation=m.attn_implementation)
+
+    @property
+    def backbone_label(self) -> str:
+        return self.clip.label
+
+    def pixels(self, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        """uint8 frames travel to the device; normalisation happens there (padding frames become 0)."""
+        return normalize_video(video, video_mask)
+
+    def training_logits(self, text: Features, video: Features) -> torch.Tensor:
+        """Logit-scaled ``[B, B]`` matrix over the global batch."""
+        return self.clip.logit_scale.exp() * self.score(text, video)
+
+    def training_loss(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
+        return {"loss_infonce": symmetric_infonce(self.training_logits(text, video))}
+
+    def train_scalars(self) -> dict[str, torch.Tensor | float]:
+        return {"logit_scale": self.clip.logit_scale.exp()}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.clip.clamp_logit_scale_()

@@ -14,10 +14,10 @@ import torch
 from vidbench.models.pooling import l2_normalize, mean_pool_frames
 from vidbench.models.temporal import SeqTransf
 
-from .base import Features, RetrievalMethod
+from .base import ClipMethod, Features
 
 
-class Clip4Clip(RetrievalMethod):
+class Clip4Clip(ClipMethod):
     method_name = "clip4clip"
 
     def __init__(self, config) -> None:

@@ -29,13 +29,13 @@ from vidbench.models.interaction import (
 from vidbench.models.losses import symmetric_infonce
 from vidbench.models.temporal import SeqTransf
 
-from .base import Features, RetrievalMethod
+from .base import ClipMethod, Features
 
 _INTERACTIONS = {"dp": "DP", "ti": "TI", "wti": "WTI"}
 _AGGREGATIONS = {"none": "None", "seqTransf": "seqTransf"}
 
 
-class DRL(RetrievalMethod):
+class DRL(ClipMethod):
     method_name = "drl"
 
     def __init__(self, config) -> None:

@@ -51,12 +51,12 @@ from vidbench.models.eercf import (
 from vidbench.models.pooling import l2_normalize, mean_pool_frames
 from vidbench.models.temporal import SeqTransf
 
-from .base import Features, RetrievalMethod, ScoringProtocol
+from .base import ClipMethod, Features, ScoringProtocol
 
 FRAME_KEYS = ("frames_raw", "frames", "frame_mask")
 
 
-class EERCF(RetrievalMethod):
+class EERCF(ClipMethod):
     method_name = "eercf"
 
     def __init__(self, config) -> None:

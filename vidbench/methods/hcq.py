@@ -37,34 +37,28 @@ import math
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from vidbench.config import run_dir
 from vidbench.errors import ConfigError
 from vidbench.eval.adc import (
     adc_match_flops,
-    adc_scores,
-    dense_level_scores,
     export_faiss,
     faiss_search,
     to_faiss_index,
 )
 from vidbench.models.aqcl import hybrid_aqcl_loss, level_weights, smoothing_weight
 from vidbench.models.gather import gather_features
+from vidbench.models.hcq_head import HCQHead
 from vidbench.models.pooling import mean_pool_frames
 from vidbench.models.quantization import (
     EMPTY_POLICIES,
     KMEANS_STOPS,
-    Collective,
     EmbeddingReservoir,
-    GhostVLAD,
-    ProductQuantizer,
-    spherical_kmeans,
-    split_normalize,
 )
 from vidbench.models.temporal import SeqTransf
 
-from .base import Features, RetrievalMethod, ScoringProtocol
+from .base import ClipMethod, Features, ScoringProtocol
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +67,7 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-class HCQ(RetrievalMethod):
+class HCQ(ClipMethod):
     method_name = "hcq"
 
     def __init__(self, config) -> None:
@@ -81,6 +75,17 @@ class HCQ(RetrievalMethod):
         m = self.cfg.method
         if m.sim_header not in ("meanP", "seqTransf"):
             raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
+        self.temporal = None
+        if m.sim_header == "seqTransf":
+            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            if self.clip.pretrained:
+                self.temporal.init_from_clip_text(self.clip)
+        self.build_hcq(self.clip.embed_dim, f"backbone {self.clip.label}")
+        self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
+
+    def build_hcq(self, dim: int, what: str) -> None:
+        """The HCQ head on ``dim``-d features (``what`` names their encoder in errors), level weights, caches."""
+        m = self.cfg.method
         if m.kmeans_empty not in EMPTY_POLICIES:
             raise ConfigError(f"method.kmeans_empty must be one of {EMPTY_POLICIES}, got {m.kmeans_empty!r}")
         if m.kmeans_stop not in KMEANS_STOPS:
@@ -94,38 +99,35 @@ class HCQ(RetrievalMethod):
             )
         if m.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
-        dim = self.clip.embed_dim
         if dim % m.num_subspaces:
             raise ConfigError(
-                f"method.num_subspaces = {m.num_subspaces} must divide the embedding size {dim} of backbone "
-                f"{self.clip.label}"
+                f"method.num_subspaces = {m.num_subspaces} must divide the embedding size {dim} of {what}"
             )
         if (m.export_faiss or m.eval_faiss) and m.num_codewords & (m.num_codewords - 1):
             raise ConfigError(
                 f"method.num_codewords = {m.num_codewords}: FAISS export needs a power of two "
                 "(or set method.export_faiss=false and method.eval_faiss=false)"
             )
-        self.temporal = None
-        if m.sim_header == "seqTransf":
-            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
-            if self.clip.pretrained:
-                self.temporal.init_from_clip_text(self.clip)
-        self.vlad = (
-            GhostVLAD(dim, m.fine_levels, m.ghost_clusters, mode=m.vlad_mode, batch_norm=m.vlad_batch_norm)
-            if m.fine_levels > 0
-            else None
+        self.attach_head(  # self.head; its vlad / quantizers keep their state-dict names
+            "head",
+            HCQHead(
+                dim,
+                m.fine_levels,
+                m.ghost_clusters,
+                m.num_subspaces,
+                m.num_codewords,
+                vlad_mode=m.vlad_mode,
+                vlad_batch_norm=m.vlad_batch_norm,
+                alpha=m.alpha,
+                quantizer_batch_norm=m.quantizer_batch_norm,
+            ),
         )
-        self.num_levels = m.fine_levels + 1
-        self.quantizers = nn.ModuleList(
-            ProductQuantizer(dim, m.num_subspaces, m.num_codewords, alpha=m.alpha, batch_norm=m.quantizer_batch_norm)
-            for _ in range(self.num_levels)
-        )
+        self.num_levels = self.head.num_levels
         try:
             weights = level_weights(m.fine_levels, m.cls_weight, m.vlad_weight)
         except ValueError as err:
             raise ConfigError(f"method.cls_weight / method.vlad_weight: {err}") from err
         self.register_buffer("level_w", weights, persistent=False)
-        self.clip.logit_scale.requires_grad_(False)  # AQ-CL uses the fixed temperature
         self._caches = [EmbeddingReservoir(m.kmeans_cache) for _ in range(self.num_levels)]
         self._gallery: Features | None = None
 
@@ -143,45 +145,25 @@ class HCQ(RetrievalMethod):
     def text_levels(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """``[B, G, D]``: the EOT embedding, then the fine levels over the word tokens (SOT masked out)."""
         feats = self.clip.encode_text(input_ids, attention_mask)
-        levels = [feats.eot.unsqueeze(1)]
-        if self.vlad is not None:
-            words = feats.mask.clone()
-            words[:, 0] = 0
-            levels.append(self.vlad(feats.tokens, words))
-        return torch.cat(levels, dim=1)
+        words = feats.mask.clone()
+        words[:, 0] = 0
+        return self.head.levels(feats.eot, feats.tokens, words)
 
     def video_levels(self, video: Tensor, video_mask: Tensor) -> Tensor:
         """``[B, G, D]``: the meanP video embedding, then the fine levels over the (valid) frames."""
         frames = self.clip.encode_frames(self.pixels(video, video_mask)).cls
         if self.temporal is not None:
             frames = self.temporal(frames, video_mask)
-        levels = [mean_pool_frames(frames, video_mask).unsqueeze(1)]
-        if self.vlad is not None:
-            levels.append(self.vlad(frames, video_mask))
-        return torch.cat(levels, dim=1)
+        return self.head.levels(mean_pool_frames(frames, video_mask), frames, video_mask)
 
     def _features(self, levels: Tensor) -> Features:
-        """``levels``: the unquantised embeddings as the quantisers see them (each sub-vector normalised).
-
-        Training adds their straight-through quantisation, evaluation their uint8 codes.
-        """
-        if self.training:
-            m = self.cfg.method
-            outs = [pq(levels[:, g]) for g, pq in enumerate(self.quantizers)]
-            feats = {
-                "levels": torch.stack([o.normalized for o in outs], dim=1),
-                "quantized": torch.stack([o.quantized for o in outs], dim=1),
-            }
-            if m.code_loss_weight:  # [B, G, M, K] soft codes for the code term
-                feats["soft"] = torch.stack([o.soft for o in outs], dim=1)
-            if m.pq_reg_loss_weight:  # [B, G, D] hard reconstructions for the regulariser
-                feats["hard"] = torch.stack([o.hard for o in outs], dim=1)
-            return feats
-        codes = [pq.encode(levels[:, g]) for g, pq in enumerate(self.quantizers)]
-        normalized = split_normalize(levels.float(), self.cfg.method.num_subspaces)
-        return {"levels": normalized, "codes": torch.stack(codes, dim=1)}
+        """Training: sub-normalised levels + straight-through quantisation (+ soft codes / hard reconstructions
+        when their loss terms are on); evaluation: levels + codes."""
+        m = self.cfg.method
+        return self.head.quantize(levels, soft=bool(m.code_loss_weight), hard=bool(m.pq_reg_loss_weight))
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Features:
+        """Training: sub-normalised levels + straight-through quantisation; evaluation: levels + codes."""
         return self._features(self.text_levels(input_ids, attention_mask))
 
     def encode_video(self, video: Tensor, video_mask: Tensor) -> Features:
@@ -189,7 +171,7 @@ class HCQ(RetrievalMethod):
 
     def codebooks(self) -> Tensor:
         """``[G, M, K, D/M]``: every level's codebook."""
-        return torch.stack([pq.codebook for pq in self.quantizers])
+        return self.head.codebooks()
 
     # ---- training --------------------------------------------------------------------------------------
     def smoothing(self) -> float:
@@ -201,8 +183,8 @@ class HCQ(RetrievalMethod):
 
     def global_loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """As the base, plus caching this rank's (local, detached) level embeddings for the k-means."""
-        text = self.encode_text(batch["input_ids"], batch["attention_mask"])
-        video = self.encode_video(batch["video"], batch["video_mask"])
+        text = self.encode_text_batch(batch)
+        video = self.encode_video_batch(batch)
         if self.training:
             self.cache_embeddings(text["levels"], video["levels"])
         mode = self.cfg.trainer.gather_grad
@@ -236,7 +218,6 @@ class HCQ(RetrievalMethod):
         for g, cache in enumerate(self._caches):
             cache.reset(seed + g)
 
-    @torch.no_grad()
     def update_codebooks(self) -> dict[str, float]:
         """End-of-epoch spherical k-means of every level over the cached embeddings of all ranks.
 
@@ -244,48 +225,29 @@ class HCQ(RetrievalMethod):
         Returns summary statistics (vectors used, empty codewords, mean iterations).
         """
         m = self.cfg.method
-        coll = Collective()
-        stats = {"kmeans_vectors": 0.0, "kmeans_empty": 0.0, "kmeans_iters": 0.0}
-        for pq, cache in zip(self.quantizers, self._caches, strict=True):
-            x = cache.take()
-            if x is None:
-                x = pq.codebook.new_zeros(0, pq.dim)
-            total = coll.sum_(torch.tensor([float(x.shape[0])], device=pq.codebook.device))
-            if float(total) == 0:
-                continue
-            result = spherical_kmeans(
-                x.reshape(-1, pq.num_subspaces, pq.sub_dim).to(pq.codebook.device),
-                pq.codebook,
-                iters=m.kmeans_iters,
-                tol=m.kmeans_tol,
-                empty=m.kmeans_empty,
-                stop=m.kmeans_stop,
-                collective=coll,
-            )
-            pq.codebook.copy_(result.codebook)
-            stats["kmeans_vectors"] += float(total)
-            stats["kmeans_empty"] += result.empty
-            stats["kmeans_iters"] += float(result.iterations.float().mean()) / self.num_levels
-        return stats
+        return self.head.update_codebooks(
+            self._caches, iters=m.kmeans_iters, tol=m.kmeans_tol, empty=m.kmeans_empty, stop=m.kmeans_stop
+        )
 
     def on_train_epoch_end(self) -> None:
         stats = self.update_codebooks()
         stats["smooth_w"] = self.smoothing()
         for name, value in stats.items():
             self.log(f"train/{name}", value, rank_zero_only=True, sync_dist=False)
+        super().on_train_epoch_end()  # after the k-means: eval.select_on_test scores the new codebooks
 
     # ---- evaluation ------------------------------------------------------------------------------------
     def score(self, text: Features, video: Features) -> Tensor:
         """ADC: raw text levels against video codes (the ``base`` protocol)."""
-        return adc_scores(text["levels"], self.codebooks(), video["codes"], self.level_w)
+        return self.head.adc_score(text, video, self.level_w)
 
     def text_code_score(self, text: Features, video: Features) -> Tensor:
         """Quantised text against raw video levels: the paper's v2t direction."""
-        return adc_scores(video["levels"], self.codebooks(), text["codes"], self.level_w).t()
+        return self.head.text_code_score(text, video, self.level_w)
 
     def dense_score(self, text: Features, video: Features) -> Tensor:
         """Unquantised: ``sum_l w_l cos(t_l, v_l)`` of the sub-normalised levels."""
-        return dense_level_scores(text["levels"], video["levels"], self.level_w)
+        return self.head.dense_score(text, video, self.level_w)
 
     def faiss_score(self, text: Features, video: Features) -> Tensor:
         """The gallery exported to FAISS and searched exhaustively (every video ranked)."""
@@ -297,14 +259,14 @@ class HCQ(RetrievalMethod):
 
     def match_flops_per_query(self, n_gallery: int, text: Features, video: Features) -> float:
         m = self.cfg.method
-        return adc_match_flops(n_gallery, self.num_levels, m.num_subspaces, m.num_codewords, self.clip.embed_dim)
+        return adc_match_flops(n_gallery, self.num_levels, m.num_subspaces, m.num_codewords, self.head.dim)
 
     def index_bytes_per_video(self, video: Features) -> float:
         """One byte per code: ``(L + 1) * M``."""
         return float(self.num_levels * self.cfg.method.num_subspaces)
 
     def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
-        m, g, dim = self.cfg.method, self.num_levels, self.clip.embed_dim
+        m, g, dim = self.cfg.method, self.num_levels, self.head.dim
         self._gallery = video  # kept for the FAISS export after scoring
         adc_cost = lambda n: self.match_flops_per_query(n, text, video)  # noqa: E731
         dense_cost = lambda n: 2.0 * n * g * dim  # noqa: E731

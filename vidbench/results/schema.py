@@ -88,7 +88,9 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
+# Checkpoint selection of a protocol entry: the last epoch (default) or the reference's pick on the test split.
 SELECTIONS: tuple[str, ...] = ("last", "best-on-test")
+BEST_ON_TEST_SUFFIX = "@best-on-test"
 CHECKPOINT_ORIGINS: tuple[str, ...] = ("vidbench", "clip4clip", "drl", "eercf", "hcq")
 # data.text per split (issue 13; the MMT-feature path fills the same): what the max_words cut removed.
 TEXT_COUNT_FIELDS: tuple[str, ...] = (
@@ -169,8 +171,14 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
                 problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
-        if "selection" in entry and entry["selection"] not in SELECTIONS:
-            problems.append(f"'{where}.selection' must be one of {SELECTIONS}, got {entry['selection']!r}")
+        selection = entry.get("selection", "last")
+        if selection not in SELECTIONS:
+            problems.append(f"'{where}.selection' must be one of {SELECTIONS}, got {selection!r}")
+        elif (selection == "best-on-test") != name.endswith(BEST_ON_TEST_SUFFIX):
+            problems.append(
+                f"'{where}': a protocol chosen on the test split (selection 'best-on-test') is named "
+                f"'<protocol>{BEST_ON_TEST_SUFFIX}', and only such a protocol"
+            )
 
 
 def _check_efficiency(e: Any, problems: list[str]) -> None:
