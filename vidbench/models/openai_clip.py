@@ -294,14 +294,19 @@ def _block_targets(rest: str, dst_prefix: str, value: Tensor) -> dict[str, Tenso
     return {}
 
 
-def openai_to_hf(state: dict[str, Tensor], source: str = "state dict") -> dict[str, Tensor]:
+def openai_to_hf(
+    state: dict[str, Tensor], source: str = "state dict", unmapped: list[str] | None = None
+) -> dict[str, Tensor]:
     """Rename an OpenAI ViT CLIP state dict onto HF ``CLIPModel`` names (the packed attention split into q/k/v,
     the two projections transposed). The metadata scalars are dropped.
 
+    :param unmapped: when given, keys without an HF counterpart are appended to it (the caller reports them);
+        otherwise they raise.
     :raises ConfigError: naming every key that has no HF counterpart (nothing is dropped silently).
     """
+    collect = unmapped is not None
     out: dict[str, Tensor] = {}
-    unmapped: list[str] = []
+    unmapped = unmapped if unmapped is not None else []
     for key, value in state.items():
         if key in METADATA_KEYS:
             continue
@@ -319,7 +324,7 @@ def openai_to_hf(state: dict[str, Tensor], source: str = "state dict") -> dict[s
         if not mapped:
             unmapped.append(key)
         out.update(mapped)
-    if unmapped:
+    if unmapped and not collect:
         hint = ""
         if any(k.startswith("visual.conv2") for k in unmapped):
             hint = " (visual.conv2 is CLIP4Clip's linear_patch=3d, which vidbench does not implement)"

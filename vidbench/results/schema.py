@@ -37,6 +37,9 @@ writers stay readable)::
                "skipped_ids": [str, ...], "manifest": str | null},
       "env": {"python": str, "torch": str, "lightning": str, "transformers": str,
               "device": str, "world_size": int, "precision": str},
+      "checkpoint": {"origin": "vidbench" | "clip4clip" | "drl" | "eercf" | "hcq",   # null: zero-shot
+                     "path": str, "sha256": "<64 hex>",
+                     "source": {"path": str, "sha256": str}},   # optional: the file a converted one came from
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
@@ -44,13 +47,15 @@ writers stay readable)::
 Required: schema_version, recipe, method, method_label, seed, dataset, split, protocols. Everything
 else is optional but must have the documented type when present. A protocol entry may override the
 run-level ``match_flops_per_query``, ``ms_per_query`` and ``index_bytes_per_video`` (a two-stage
-re-rank costs more per query than the coarse pass alone); the override wins.
+re-rank costs more per query than the coarse pass alone); the override wins. A ``checkpoint.origin`` other than
+``vidbench`` marks a run on an imported checkpoint (trained with the reference code; vidbench only tested it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,6 +78,8 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "protocols",
 )
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
+# Where a tested checkpoint comes from: vidbench's own training, or a reference code base (imported).
+CHECKPOINT_ORIGINS: tuple[str, ...] = ("vidbench", *METHOD_FAMILIES)
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
 # Cost fields a protocol entry may override (see module docstring).
@@ -189,6 +196,21 @@ def _check_env(e: Any, problems: list[str]) -> None:
             )
 
 
+def _check_checkpoint(c: Any, problems: list[str]) -> None:
+    if not isinstance(c, dict):
+        problems.append("'checkpoint' must be an object {origin, path, sha256} or null")
+        return
+    if c.get("origin") not in CHECKPOINT_ORIGINS:
+        problems.append(f"'checkpoint.origin' must be one of {CHECKPOINT_ORIGINS}, got {c.get('origin')!r}")
+    _check_str(c, "path", "checkpoint.", problems, required=True)
+    sha = c.get("sha256")
+    if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        problems.append(f"'checkpoint.sha256' must be 64 lowercase hex digits, got {sha!r}")
+    source = c.get("source")
+    if source is not None and not (isinstance(source, dict) and all(isinstance(v, str) for v in source.values())):
+        problems.append("'checkpoint.source' must be an object of strings {path, sha256}")
+
+
 def result_problems(d: Any) -> list[str]:
     """Schema problems of one record, without a file prefix (empty list = valid)."""
     if not isinstance(d, dict):
@@ -224,6 +246,8 @@ def result_problems(d: Any) -> list[str]:
         _check_data(d["data"], problems)
     if d.get("env") is not None:
         _check_env(d["env"], problems)
+    if d.get("checkpoint") is not None:
+        _check_checkpoint(d["checkpoint"], problems)
     if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
         problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
     if d.get("created") is not None:
