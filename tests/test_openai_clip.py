@@ -17,6 +17,7 @@ from vidbench.models.openai_clip import (
     openai_to_hf,
     read_openai_state_dict,
 )
+from vidbench.reproduce import clip_override
 
 WIDTH = 128  # OpenAI's heads = width // 64 -> 2 heads in both towers
 
@@ -142,6 +143,8 @@ def test_refusals_name_the_problem(tmp_path, state) -> None:
     (two / "ViT-B-16.pt").write_bytes(b"x")
     with pytest.raises(MissingWeightsError, match="several OpenAI CLIP files"):
         find_openai_file(str(two))
+    with pytest.raises(MissingWeightsError, match=r"OpenAI CLIP file .*nowhere\.pt does not exist"):
+        ensure_local_weights(str(tmp_path / "nowhere.pt"))
     broken = tmp_path / "ViT-B-32.pt"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(MissingWeightsError, match="ViT-B-32.pt"):
@@ -150,3 +153,16 @@ def test_refusals_name_the_problem(tmp_path, state) -> None:
     torch.save(state, tmp_path / "ViT-B-16.pt")
     with pytest.raises(MissingWeightsError, match="model.tokenizer"):
         build_tokenizer(str(tmp_path / "ViT-B-16.pt"))
+
+
+def test_clip_dir_falls_back_to_the_openai_file(tmp_path) -> None:
+    (tmp_path / "ViT-B-32.pt").write_bytes(b"x")
+    assert clip_override("openai/clip-vit-base-patch32", str(tmp_path)) == [f"model.clip={tmp_path / 'ViT-B-32.pt'}"]
+    # no OpenAI file for patch16 here: the HF folder name is kept (and the preflight names what is missing)
+    assert clip_override("openai/clip-vit-base-patch16", str(tmp_path)) == [
+        f"model.clip={tmp_path / 'clip-vit-base-patch16'}"
+    ]
+    (tmp_path / "clip-vit-base-patch32").mkdir()  # an HF folder wins when both exist
+    assert clip_override("openai/clip-vit-base-patch32", str(tmp_path)) == [
+        f"model.clip={tmp_path / 'clip-vit-base-patch32'}"
+    ]

@@ -159,6 +159,11 @@ def find_openai_file(name_or_path: str) -> Path | None:
     p = Path(name_or_path).expanduser()
     if is_openai_file(p):
         return p
+    if p.suffix == ".pt":
+        raise MissingWeightsError(
+            f"OpenAI CLIP file {p} does not exist.\n  fix: pass the ViT-B-32.pt / ViT-B-16.pt file that "
+            "CLIP4Clip/DRL/EERCF load (`clip.load` keeps it in ~/.cache/clip/), or an HF CLIP folder"
+        )
     if not p.is_dir() or (p / "config.json").is_file():
         return None
     found = [p / f for f in OPENAI_FILES.values() if (p / f).is_file()]
