@@ -305,3 +305,43 @@ def test_converted_file_keeps_its_origin_and_loads_identically(tmp_path) -> None
     assert second.record()["path"] == str(out) and second.sha256 != first.sha256
     for (k, a), (_, b) in zip(method.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_schema_checks_the_checkpoint_entry() -> None:
+    from vidbench.results.schema import result_problems
+
+    base = {
+        "schema_version": 1,
+        "recipe": "r",
+        "method": "clip4clip",
+        "method_label": "CLIP4Clip (meanP)",
+        "seed": 0,
+        "dataset": "msrvtt",
+        "split": "test-1ka",
+        "protocols": {
+            "base": {
+                "metrics": {
+                    k: 1.0
+                    for k in (
+                        "t2v_R1",
+                        "t2v_R5",
+                        "t2v_R10",
+                        "t2v_MdR",
+                        "t2v_MnR",
+                        "v2t_R1",
+                        "v2t_R5",
+                        "v2t_R10",
+                        "v2t_MdR",
+                        "v2t_MnR",
+                    )
+                }
+            }
+        },
+    }
+    good = {"origin": "hcq", "path": "/x/model_best.pth", "sha256": "a" * 64}
+    assert result_problems({**base, "checkpoint": good}) == []
+    assert result_problems({**base, "checkpoint": None}) == []
+    bad = result_problems({**base, "checkpoint": {"origin": "xclip", "path": "", "sha256": "ABC"}})
+    assert len(bad) == 3 and "checkpoint.origin" in bad[0] and "checkpoint.path" in bad[1] and "sha256" in bad[2]
+    assert result_problems({**base, "checkpoint": "/x/last.ckpt"}) == []  # records from before the entry existed
+    assert result_problems({**base, "checkpoint": 3})

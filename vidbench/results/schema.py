@@ -40,6 +40,7 @@ writers stay readable)::
       "checkpoint": {"origin": "vidbench" | "clip4clip" | "drl" | "eercf" | "hcq",   # null: zero-shot
                      "path": str, "sha256": "<64 hex>",
                      "source": {"path": str, "sha256": str}},   # optional: the file a converted one came from
+                                                   # (older records hold the bare path of vidbench's checkpoint)
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
@@ -197,6 +198,8 @@ def _check_env(e: Any, problems: list[str]) -> None:
 
 
 def _check_checkpoint(c: Any, problems: list[str]) -> None:
+    if isinstance(c, str) and c.strip():
+        return  # records written before the {origin, path, sha256} entry: the path of vidbench's own checkpoint
     if not isinstance(c, dict):
         problems.append("'checkpoint' must be an object {origin, path, sha256} or null")
         return
