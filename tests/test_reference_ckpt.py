@@ -305,6 +305,8 @@ def test_converted_file_keeps_its_origin_and_loads_identically(tmp_path) -> None
     assert second.record()["path"] == str(out) and second.sha256 != first.sha256
     for (k, a), (_, b) in zip(method.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+    with pytest.raises(CheckpointError, match=f"converted for recipe {C4C_SEQ}"):
+        load_into(_method(C4C_MEANP), out, C4C_MEANP)
 
 
 def test_schema_checks_the_checkpoint_entry() -> None:

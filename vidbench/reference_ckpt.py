@@ -462,8 +462,10 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
         lines.append(f"  {k}: file {tuple(mapped[k].shape)} vs recipe {tuple(expected[k].shape)}: {_shape_cause(k)}")
     lines.extend(f"  note: {n}" for n in notes)
     fits = fitting_recipes(det)
-    if det.trained_recipe:
-        fix = f"this file was trained with recipe {det.trained_recipe}: test it with that recipe"
+    if det.import_meta and det.import_meta.get("recipe"):
+        fix = f"this file was converted for recipe {det.import_meta['recipe']}: use that recipe"
+    elif det.trained_recipe:
+        fix = f"this file was trained with recipe {det.trained_recipe}: use that recipe"
     elif fits:
         fix = f"recipes that fit this file: {', '.join(fits)}"
     else:
