@@ -275,6 +275,11 @@ def test_wrong_variant_or_method_names_the_recipe_that_fits(tmp_path) -> None:
     method = _method(EERCF, "data.max_frames=12")
     assert load_into(method, path, EERCF).origin == "eercf"  # the fix the message names works
 
+    deep = _save(tmp_path, {**_clip(), **ref.seqtransf_state(64, 2)}, "two_blocks.bin")
+    with pytest.raises(CheckpointError, match="seqTransf has 2 blocks: set method.temporal_layers"):
+        load_into(_method(C4C_SEQ), deep, C4C_SEQ)
+    assert load_into(_method(C4C_SEQ, "method.temporal_layers=2"), deep, C4C_SEQ).origin == "clip4clip"
+
     mmt = {**_hcq_head(), "vid_bert.encoder.layer.0.output.dense.weight": torch.zeros(2, 2)}
     mmt["txt_bert.embeddings.word_embeddings.weight"] = torch.zeros(2, 2)
     path = _hcq_container(tmp_path, mmt, "mmt.pth")

@@ -306,8 +306,9 @@ def _map_reference(state: dict[str, Tensor], leftover: list[str], notes: list[st
     return out
 
 
-def _cause(key: str, det: Detected, missing: bool) -> str:
-    """The likely reason one key is missing from (or left over in) the file."""
+def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False) -> str:
+    """The likely reason one key is missing from (or left over in) the file (``recipe_temporal``: the recipe's
+    method has a seqTransf)."""
     if key.startswith(_HCQ_MMT_PREFIXES):
         return "HCQ's MMT/BERT encoders: an HCQ-on-MMT-features checkpoint, not HCQ on CLIP"
     if key.startswith(_CROSS_PREFIXES):
@@ -316,6 +317,8 @@ def _cause(key: str, det: Detected, missing: bool) -> str:
         )
     if key.startswith("clip.visual.conv2"):
         return "CLIP4Clip's linear_patch=3d, which vidbench does not implement"
+    if key.startswith("temporal.") and recipe_temporal and det.seqtransf_layers:
+        return f"the file's seqTransf has {det.seqtransf_layers} blocks: set method.temporal_layers to match"
     if key.startswith("temporal."):
         return (
             "the recipe uses seqTransf but the file has none (meanP / agg_module None)"
@@ -455,7 +458,8 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
         if keys:
             causes: dict[str, list[str]] = {}
             for k in keys:
-                causes.setdefault(_cause(k, det, is_missing), []).append(k)
+                cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected))
+                causes.setdefault(cause, []).append(k)
             for cause, ks in causes.items():
                 lines.append(f"  {len(ks)} key(s) {title}, e.g. {ks[:3]}: {cause}")
     for k in shapes[:4]:
