@@ -352,3 +352,14 @@ def test_schema_checks_the_checkpoint_entry() -> None:
     assert len(bad) == 3 and "checkpoint.origin" in bad[0] and "checkpoint.path" in bad[1] and "sha256" in bad[2]
     assert result_problems({**base, "checkpoint": "/x/last.ckpt"}) == []  # records from before the entry existed
     assert result_problems({**base, "checkpoint": 3})
+
+
+def test_a_vidbench_checkpoint_without_clip_is_still_recognised(tmp_path) -> None:
+    """Methods without a CLIP backbone (HCQ on MMT features) write Lightning checkpoints with no clip.* keys."""
+    path = _save(
+        tmp_path,
+        {"pytorch-lightning_version": "2.6", "state_dict": {"video_mmt.w": torch.zeros(2)}, "epoch": 3},
+        "last.ckpt",
+    )
+    det = detect(read_checkpoint(path), path)
+    assert det.origins == ("vidbench",) and set(det.state) == {"video_mmt.w"}

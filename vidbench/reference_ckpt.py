@@ -193,7 +193,9 @@ def detect(obj: Any, path: Path) -> Detected:
     """
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         inner = _strip_module(dict(obj["state_dict"]))
-        if any(k.startswith("clip.model.") for k in inner):
+        # Lightning's checkpoints say so; vidbench's methods without CLIP (HCQ on MMT features) have no clip.*
+        lightning = "pytorch-lightning_version" in obj or IMPORT_KEY in obj
+        if lightning or any(k.startswith("clip.model.") for k in inner):
             cfg = (obj.get("hyper_parameters") or {}).get("config") or {}
             recipe = (cfg.get("run") or {}).get("name") if isinstance(cfg, dict) else None
             meta = obj.get(IMPORT_KEY) if isinstance(obj.get(IMPORT_KEY), dict) else None
