@@ -92,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def cmd_fit(args: argparse.Namespace) -> int:
     from vidbench import runner
 
+    if getattr(args, "init_from", None):
+        args.overrides = [*args.overrides, f"model.init_from={args.init_from}"]
     cfg = _compose(args)
     out = runner.fit(cfg)
     print(f"fit done: {out}")
@@ -108,6 +110,27 @@ def cmd_test(args: argparse.Namespace) -> int:
     ckpt = None if getattr(args, "zero_shot", False) else (getattr(args, "ckpt", None) or "last")
     record = runner.test(cfg, ckpt=ckpt)
     print(format_result(record))
+    return 0
+
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from vidbench.methods import build_method
+    from vidbench.reference_ckpt import import_checkpoint, write_converted
+
+    cfg = _compose(args)
+    method = build_method(cfg)
+    imported = import_checkpoint(args.file, method, cfg.run.name)
+    out = write_converted(imported, args.out, cfg.run.name, OmegaConf.to_container(cfg, resolve=True))
+    print(
+        f"{imported.path} ({imported.origin} checkpoint, sha256 {imported.sha256[:12]}...): "
+        f"{len(imported.state_dict)} tensors mapped onto {cfg.run.name}, written to {out}\n"
+        f"  test it: vidbench test {cfg.run.name} --ckpt {out}\n"
+        f"  train from it: vidbench fit {cfg.run.name} --init-from {out}"
+    )
+    for note in imported.notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -214,14 +237,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train a recipe (resumes from the run directory's last.ckpt)")
     _recipe_args(p)
     p.add_argument("--test", action="store_true", help="run `test` after training")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from these weights (vidbench, `import-checkpoint` output, or a reference checkpoint); "
+        "same as model.init_from=CKPT",
+    )
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("test", help="evaluate a recipe's checkpoint and write result.json")
     _recipe_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ckpt", help="checkpoint path (default: <run dir>/last.ckpt)")
+    g.add_argument(
+        "--ckpt",
+        help="checkpoint path (default: <run dir>/last.ckpt); also a CLIP4Clip/DRL/EERCF pytorch_model.bin.<epoch> "
+        "or an HCQ checkpoint, tested in runs/<recipe>+imported-<origin>-<sha>/",
+    )
     g.add_argument("--zero-shot", action="store_true", help="evaluate the untrained backbone")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser(
+        "import-checkpoint", help="convert a reference checkpoint (CLIP4Clip, DRL, EERCF, HCQ) onto a recipe's method"
+    )
+    p.add_argument("file", help="the checkpoint trained with the reference code")
+    p.add_argument("--recipe", required=True, help="the recipe whose method the weights belong to")
+    p.add_argument("--out", required=True, help="where to write the converted vidbench checkpoint")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. model.clip=/weights/ViT-B-32.pt")
+    p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("synth", help="write the offline synthetic benchmark (MSRVTT and MSVD layouts)")
     p.add_argument("--out", default="data/synth")

@@ -82,6 +82,7 @@ class ModelConfig:
     tokenizer: str | None = None  # default: same as clip
     freeze_layer_num: int = 0  # CLIP4Clip rule; -1 trains everything
     attn_implementation: str = "sdpa"
+    init_from: str | None = None  # fit starts from these weights (vidbench, converted or reference checkpoint)
 
 
 @dataclass

@@ -32,13 +32,24 @@ HF_FOLDER = {
 }
 
 
+# OpenAI's own file for each hub model (what CLIP4Clip, DRL and EERCF load), used when the HF folder is absent.
+OPENAI_FILE = {
+    "openai/clip-vit-base-patch32": "ViT-B-32.pt",
+    "openai/clip-vit-base-patch16": "ViT-B-16.pt",
+}
+
+
 def clip_override(recipe_clip: str, clip: str | None) -> list[str]:
-    """``CLIP=tiny`` swaps in the tiny backbone; ``CLIP=<dir>`` maps each hub name to ``<dir>/<name>``."""
+    """``CLIP=tiny`` swaps in the tiny backbone; ``CLIP=<dir>`` maps each hub name to ``<dir>/<name>``, or to
+    OpenAI's ``<dir>/ViT-B-32.pt`` / ``ViT-B-16.pt`` when only that file is there."""
     if not clip:
         return []
     if clip == "tiny":
         return ["model.clip=tiny", "model.tokenizer=tiny", "model.freeze_layer_num=-1"]
     folder = Path(clip) / HF_FOLDER.get(recipe_clip, Path(recipe_clip).name)
+    openai = Path(clip) / OPENAI_FILE.get(recipe_clip, "")
+    if not folder.exists() and recipe_clip in OPENAI_FILE and openai.is_file():
+        return [f"model.clip={openai}"]
     return [f"model.clip={folder}"]
 
 

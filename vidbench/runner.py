@@ -47,6 +47,7 @@ from vidbench.errors import ConfigError, VidbenchError
 from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
+from vidbench.reference_ckpt import ImportedCheckpoint, load_into
 from vidbench.results.schema import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,10 @@ def fit(cfg: DictConfig) -> Path:
     trainer = build_trainer(cfg, out, training=True, resume=resume)
     if resume is not None:
         log.info("resuming from %s", resume)
+    elif cfg.model.init_from:
+        # start from given weights (a converted or reference checkpoint); a resumed run has its own
+        start = load_into(method, cfg.model.init_from, cfg.run.name)
+        log.info("initialised from %s (%s checkpoint, sha256 %s)", start.path, start.origin, start.sha256)
     trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
@@ -241,7 +246,7 @@ def build_result(
     dm: L.LightningDataModule,
     trainer: L.Trainer,
     wall: float,
-    ckpt: str | None,
+    ckpt: ImportedCheckpoint | None,
 ) -> dict[str, Any]:
     sha, dirty = _git_state()
     r = method.test_results
@@ -259,8 +264,9 @@ def build_result(
         "git_dirty": dirty,
         "dataset": cfg.data.dataset,
         "split": cfg.data.test_split,
-        "train_split": cfg.data.train_split if ckpt else None,
-        "checkpoint": ckpt,
+        # an imported checkpoint was trained elsewhere, on a split this config does not know
+        "train_split": cfg.data.train_split if ckpt is not None and ckpt.origin == "vidbench" else None,
+        "checkpoint": ckpt.record() if ckpt is not None else None,
         "caption_policy": "multi" if r["multi_caption"] else "single",
         "num_queries": r["num_queries"],
         "num_gallery": r["num_gallery"],
@@ -276,28 +282,48 @@ def build_result(
     return record
 
 
+def imported_run_name(recipe: str, imported: ImportedCheckpoint) -> str:
+    """Run name (and run directory) of a test on an imported checkpoint: the recipe marked with the origin and
+    the file's hash, so it never overwrites a run trained by vidbench and each file gets its own row."""
+    return f"{recipe}+imported-{imported.origin}-{imported.sha256[:8]}"
+
+
+def _renamed(cfg: DictConfig, name: str) -> DictConfig:
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    out.run.name = name
+    OmegaConf.set_readonly(out, True)
+    return out
+
+
 def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
-    """Evaluate the run's checkpoint (``last``), a given path, or the untrained model (``None``: zero-shot)."""
+    """Evaluate the run's checkpoint (``last``), a given path, or the untrained model (``None``: zero-shot).
+
+    A path may be a vidbench checkpoint or one trained with the reference code (CLIP4Clip, DRL, EERCF, HCQ;
+    see :mod:`vidbench.reference_ckpt`). An imported one is tested in its own run directory
+    (:func:`imported_run_name`) and its record says the origin, path and sha256 of the file.
+    """
     start = time.perf_counter()
-    out = ensure_writable(run_dir(cfg), "paths.runs_dir")
     apply_cpu_threads(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     method = build_method(cfg)
-    ckpt_path = None
+    imported: ImportedCheckpoint | None = None
     if ckpt is not None:
-        ckpt_path = out / "last.ckpt" if ckpt == "last" else Path(ckpt)
+        ckpt_path = run_dir(cfg) / "last.ckpt" if ckpt == "last" else Path(ckpt)
         if not ckpt_path.exists():
             raise VidbenchError(
                 f"no checkpoint at {ckpt_path}; run `vidbench fit {cfg.run.name}` first, pass --ckpt PATH, "
                 "or --zero-shot to evaluate the backbone untrained"
             )
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-        method.load_state_dict(state)
+        imported = load_into(method, ckpt_path, cfg.run.name)
+        if imported.origin != "vidbench":
+            cfg = _renamed(cfg, imported_run_name(cfg.run.name, imported))
+            log.info("imported a %s checkpoint from %s; testing as %s", imported.origin, ckpt_path, cfg.run.name)
+    out = ensure_writable(run_dir(cfg), "paths.runs_dir")
     dm = build_datamodule(cfg, method)
     _write_config(cfg, out)
     trainer = build_trainer(cfg, out, training=False)
     trainer.test(method, datamodule=dm, verbose=False)
-    record = build_result(cfg, method, dm, trainer, time.perf_counter() - start, str(ckpt_path) if ckpt_path else None)
+    record = build_result(cfg, method, dm, trainer, time.perf_counter() - start, imported)
     best = out / BEST_ON_TEST
     if cfg.eval.select_on_test and ckpt == "last" and best.exists():
         _add_best_on_test(cfg, record, dm, best)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -120,6 +121,16 @@ def build_tokenizer(name: str) -> TextTokenizer:
     """``"tiny"`` gives the offline :class:`HashTokenizer`; anything else a CLIP tokenizer."""
     if name == "tiny":
         return HashTokenizer()
+    path = Path(name).expanduser()
+    if path.suffix == ".pt" and path.is_file():
+        # OpenAI's CLIP archives hold weights only; its BPE lives in the `clip` package, not in the file.
+        if all((path.parent / f).is_file() for f in ("vocab.json", "merges.txt")):
+            return load_clip_tokenizer(str(path.parent))
+        raise MissingWeightsError(
+            f"model.clip is the OpenAI archive {path}, which holds no tokenizer.\n"
+            "  fix: set model.tokenizer=openai/clip-vit-base-patch32 (from the local HF cache, or a folder with its "
+            f"vocab.json + merges.txt), or put those two files next to {path.name}"
+        )
     return load_clip_tokenizer(name)
 
 

@@ -41,6 +41,7 @@ from vidbench.errors import ConfigError, MissingWeightsError
 
 # Shared offline HF-file resolution (the tokenizer uses the same rules and messages).
 from vidbench.hub import TINY_VOCAB_SIZE, download_hint, resolve_local_folder
+from vidbench.models.openai_clip import find_openai_file, load_openai_clip
 
 if TYPE_CHECKING:
     from vidbench.data.text import TextTokenizer
@@ -146,8 +147,9 @@ class ClipBackbone(nn.Module):
     """HF CLIP with the text/frame encoders the retrieval methods need.
 
     :param name: ``"tiny"`` (random tiny CLIP, no files needed), a hub name such as
-        ``openai/clip-vit-base-patch32`` (read from the local HF cache only) or a local folder
-        written by ``save_pretrained`` / ``huggingface-cli download``.
+        ``openai/clip-vit-base-patch32`` (read from the local HF cache only), a local folder
+        written by ``save_pretrained`` / ``huggingface-cli download``, or OpenAI's own release: a
+        ``ViT-B-32.pt``-style file or a folder holding one (see :mod:`vidbench.models.openai_clip`).
     :param freeze_layer_num: CLIP4Clip's ``--freeze_layer_num`` (see :meth:`apply_freeze`).
     :param attn_implementation: passed to HF (``"sdpa"``; ``"eager"`` for FLOP counting).
     :param tiny_overrides: config overrides for ``"tiny"`` only (see :func:`tiny_clip_config`).
@@ -176,7 +178,11 @@ class ClipBackbone(nn.Module):
             if tiny_overrides:
                 raise ConfigError(f"tiny_overrides only applies to the 'tiny' backbone, not to {name!r}")
             self.pretrained = True
-            self.model = _load_pretrained_clip(name, attn_implementation)
+            openai_file = find_openai_file(name)
+            if openai_file is not None:  # OpenAI's own release (ViT-B-32.pt ...), renamed onto CLIPModel
+                self.model = load_openai_clip(openai_file, attn_implementation)
+            else:
+                self.model = _load_pretrained_clip(name, attn_implementation)
         self.apply_freeze(freeze_layer_num)
 
     # ---------------------------------------------------------------- shapes
@@ -375,5 +381,5 @@ def _load_pretrained_clip(name: str, attn_implementation: str) -> nn.Module:
 
 def ensure_local_weights(name: str) -> None:
     """Fail fast (before any data work) when a named checkpoint is not available offline."""
-    if name != "tiny":
+    if name != "tiny" and find_openai_file(name) is None:
         resolve_local_folder(name, _WEIGHT_FILE_SETS, "CLIP weights")

@@ -45,6 +45,10 @@ writers stay readable)::
                                    "tokens": int}}},                               # counted); tokens optional
       "env": {"python": str, "torch": str, "lightning": str, "transformers": str,
               "device": str, "world_size": int, "precision": str},
+      "checkpoint": {"origin": "vidbench" | "clip4clip" | "drl" | "eercf" | "hcq",   # null: zero-shot
+                     "path": str, "sha256": "<64 hex>",
+                     "source": {"path": str, "sha256": str}},   # optional: the file a converted one came from
+                                                   # (older records hold the bare path of vidbench's checkpoint)
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
@@ -52,13 +56,15 @@ writers stay readable)::
 Required: schema_version, recipe, method, method_label, seed, dataset, split, protocols. Everything
 else is optional but must have the documented type when present. A protocol entry may override the
 run-level ``match_flops_per_query``, ``ms_per_query`` and ``index_bytes_per_video`` (a two-stage
-re-rank costs more per query than the coarse pass alone); the override wins.
+re-rank costs more per query than the coarse pass alone); the override wins. A ``checkpoint.origin`` other than
+``vidbench`` marks a run on an imported checkpoint (trained with the reference code; vidbench only tested it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +92,8 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "protocols",
 )
 METHOD_FAMILIES: tuple[str, ...] = ("clip4clip", "drl", "eercf", "hcq")
+# Where a tested checkpoint comes from: vidbench's own training, or a reference code base (imported).
+CHECKPOINT_ORIGINS: tuple[str, ...] = ("vidbench", *METHOD_FAMILIES)
 CAPTION_POLICIES: tuple[str, ...] = ("single", "multi")
 MISSING_POLICIES: tuple[str, ...] = ("fail", "skip")
 # Checkpoint selection of a protocol entry: the last epoch (default) or the reference's pick on the test split.
@@ -264,6 +272,23 @@ def _check_env(e: Any, problems: list[str]) -> None:
             problems.append(
                 f"'env.{k}' must be a scalar (string/number/bool) or null, got {type(v).__name__}"
             )
+
+
+def _check_checkpoint(c: Any, problems: list[str]) -> None:
+    if isinstance(c, str) and c.strip():
+        return  # records written before the {origin, path, sha256} entry: the path of vidbench's own checkpoint
+    if not isinstance(c, dict):
+        problems.append("'checkpoint' must be an object {origin, path, sha256} or null")
+        return
+    if c.get("origin") not in CHECKPOINT_ORIGINS:
+        problems.append(f"'checkpoint.origin' must be one of {CHECKPOINT_ORIGINS}, got {c.get('origin')!r}")
+    _check_str(c, "path", "checkpoint.", problems, required=True)
+    sha = c.get("sha256")
+    if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        problems.append(f"'checkpoint.sha256' must be 64 lowercase hex digits, got {sha!r}")
+    source = c.get("source")
+    if source is not None and not (isinstance(source, dict) and all(isinstance(v, str) for v in source.values())):
+        problems.append("'checkpoint.source' must be an object of strings {path, sha256}")
 
 
 def result_problems(d: Any) -> list[str]:

@@ -11,6 +11,9 @@ def format_result(record: dict[str, Any]) -> str:
         f"{record['dataset']}/{record['split']} ({record['caption_policy']}-caption, "
         f"{record['num_queries']} queries x {record['num_gallery']} videos)"
     ]
+    ckpt = record.get("checkpoint")
+    if ckpt and ckpt.get("origin") != "vidbench":
+        lines.append(f"  checkpoint: IMPORTED ({ckpt['origin']}) {ckpt['path']} sha256 {ckpt['sha256'][:12]}...")
     for name, proto in record["protocols"].items():
         m = proto["metrics"]
         lines.append(

@@ -1,0 +1,540 @@
+"""Checkpoints trained with the reference code, loaded into vidbench's methods (``--ckpt``, ``import-checkpoint``).
+
+Formats recognised by their keys (never by file name):
+
+- **vidbench**: a Lightning checkpoint (``state_dict`` with ``clip.model.*``), or one written by
+  ``vidbench import-checkpoint`` (which also carries ``vidbench_import``: the original origin, path, sha256).
+- **clip4clip / drl / eercf**: CLIP4Clip's ``pytorch_model.bin.<epoch>`` and its forks' files, a state dict of
+  the whole model: OpenAI CLIP under ``clip.*``; seqTransf as ``frame_position_embeddings.weight`` +
+  ``transformerClip.resblocks.{i}.*``; DRL's WTI heads ``text_weight_fc.*`` / ``video_weight_fc.*``; EERCF's
+  ``global_mat_weight`` / ``frame_logit_weight``. A ``module.`` prefix (a DDP-wrapped save) is stripped.
+  Key sets alone cannot tell CLIP4Clip from DRL's DP/TI variants (same parameters): such a file fits both, and
+  the recipe decides the origin.
+- **hcq**: HCQ's trainer checkpoint (``checkpoint-epoch<N>.pth`` / ``model_best.pth``: a dict with
+  ``state_dict``, ``config``, ``epoch``, ...) holding the head as HCQ names it: ``ghost_vlad.clusters``
+  ``[D, K+G]``, ``ghost_vlad.clusters2`` ``[1, D, K]``, ``ghost_vlad.batch_norm.*``, ``cls_pq_layer._C_k``
+  ``[M, K, D/M]`` and ``vlad_pq_layers.{l}._C_k`` (with ``_C_v``, the same tensor in HCQ's "VQ" mode) and their
+  ``BatchNorm.*`` statistics. HCQ's published model encodes MMT expert features with BERT; for the HCQ-on-CLIP
+  variant the encoders are expected in CLIP4Clip's layout (``clip.*``, optional seqTransf), the convention a
+  CLIP-fed HCQ head in the reference code base would follow. Files with HCQ's MMT encoders (``vid_bert.*``,
+  ``txt_bert.*``, ``text_GU.*``, ...) are recognised and refused with the reason.
+
+Reading is safe: ``torch.load(weights_only=True)``; globals that are not tensors or plain containers (HCQ's
+``ConfigParser`` config, numpy scalars, paths) become inert placeholders, so no code from the file runs.
+
+Mapping onto the recipe's method is all or nothing: every parameter and buffer of the method must come from
+the file with the right shape, and every tensor of the file must land somewhere. Otherwise the error lists the
+missing, left-over and mis-shaped keys, says the likely cause (wrong method, wrong variant, other backbone,
+other frame count or codebook size) and names the recipes whose configuration fits the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidbench.errors import FileProblemError
+from vidbench.models.openai_clip import METADATA_KEYS, openai_to_hf
+from vidbench.results.schema import CHECKPOINT_ORIGINS
+
+ORIGINS: tuple[str, ...] = CHECKPOINT_ORIGINS
+IMPORT_KEY = "vidbench_import"  # what `vidbench import-checkpoint` adds to the converted file
+
+_HCQ_MMT_PREFIXES = ("vid_bert.", "txt_bert.", "text_GU.", "moe_fc_txt.", "text_vlad_proj.", "video_dim_reduce.")
+_CROSS_PREFIXES = ("cross.", "similarity_dense.")
+_PQ_RE = re.compile(r"^(cls_pq_layer|vlad_pq_layers\.(\d+))\.(.+)$")
+
+
+class CheckpointError(FileProblemError):
+    """A checkpoint cannot be read, is of no known format, or does not fit the recipe's method."""
+
+
+@dataclass
+class ImportedCheckpoint:
+    """A checkpoint mapped onto a method: the state dict to load and what the result record says."""
+
+    origin: str
+    path: Path
+    sha256: str
+    state_dict: dict[str, Tensor]
+    source: dict[str, str] | None = None  # for a converted file: the reference file it came from
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The result record's ``checkpoint`` entry (contract: origin, path, sha256; ``source`` when converted)."""
+        out: dict[str, Any] = {"origin": self.origin, "path": str(self.path), "sha256": self.sha256}
+        if self.source:
+            out["source"] = dict(self.source)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Opaque:
+    """Stands in for any non-tensor global of a checkpoint (a config object, a numpy scalar, a path)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} from a checkpoint>"
+
+
+def _placeholder(qualified: str) -> type:
+    module, _, name = qualified.rpartition(".")
+    return type(name, (_Opaque,), {"__module__": module, "__qualname__": name})
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The unpickled content of ``path`` (CPU), read with torch's weights-only unpickler and placeholders.
+
+    :raises CheckpointError: for a missing or unreadable file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file", "pass the path of an existing checkpoint")
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        with torch.serialization.safe_globals([_placeholder(q) for q in unsafe]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, zip errors, EOFError ...
+        raise CheckpointError(
+            path,
+            f"cannot read it as a PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
+            "pass a file written by torch.save (CLIP4Clip's pytorch_model.bin.<epoch>, HCQ's model_best.pth, "
+            "vidbench's last.ckpt); a truncated copy is the usual cause",
+        ) from err
+
+
+def _tensors_only(d: Any) -> dict[str, Tensor] | None:
+    if isinstance(d, dict) and d and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in d.items()):
+        return dict(d)
+    return None
+
+
+def _strip_module(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+@dataclass
+class Detected:
+    """What a file is: its format (``origins``: every family whose layout it has), its reference-named state
+    dict, and the facts that decide which recipe fits."""
+
+    origins: tuple[str, ...]
+    state: dict[str, Tensor]
+    container: dict[str, Any]
+    seqtransf_layers: int = 0
+    wti_arch: int | None = None
+    eercf_frames: int | None = None
+    hcq: tuple[int, int, int] | None = None  # (fine levels L, sub-codebooks M, codewords K)
+    patch_size: int | None = None
+    trained_recipe: str | None = None  # vidbench checkpoints know their recipe
+    import_meta: dict[str, str] | None = None
+
+    def describe(self) -> str:
+        parts = [f"format {'/'.join(self.origins)}"]
+        if self.patch_size:
+            parts.append(f"CLIP patch {self.patch_size}")
+        parts.append(f"seqTransf with {self.seqtransf_layers} blocks" if self.seqtransf_layers else "no seqTransf")
+        if self.wti_arch:
+            parts.append(f"WTI heads (wti_arch {self.wti_arch})")
+        if self.eercf_frames:
+            parts.append(f"EERCF heads for {self.eercf_frames} frames")
+        if self.hcq:
+            parts.append("HCQ head L={} M={} K={}".format(*self.hcq))
+        if self.trained_recipe:
+            parts.append(f"trained by vidbench with recipe {self.trained_recipe}")
+        return ", ".join(parts)
+
+
+def _count(state: dict[str, Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := rx.match(k))})
+
+
+def _wti_arch(state: dict[str, Tensor]) -> int | None:
+    if "text_weight_fc.weight" in state:
+        return 1
+    linears = _count(state, r"^text_weight_fc\.(\d+)\.weight$")
+    return linears or None
+
+
+def _hcq_shape(state: dict[str, Tensor], pq_prefix: str, fine_re: str) -> tuple[int, int, int] | None:
+    if pq_prefix not in state:
+        return None
+    m, k, _ = state[pq_prefix].shape
+    return _count(state, fine_re), int(m), int(k)
+
+
+def detect(obj: Any, path: Path) -> Detected:
+    """Recognise the format of an unpickled checkpoint by its keys.
+
+    :raises CheckpointError: when it matches no known format (the message lists its top-level keys).
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        inner = _strip_module(dict(obj["state_dict"]))
+        # Lightning's checkpoints say so; vidbench's methods without CLIP (HCQ on MMT features) have no clip.*
+        lightning = "pytorch-lightning_version" in obj or IMPORT_KEY in obj
+        if lightning or any(k.startswith("clip.model.") for k in inner):
+            cfg = (obj.get("hyper_parameters") or {}).get("config") or {}
+            recipe = (cfg.get("run") or {}).get("name") if isinstance(cfg, dict) else None
+            meta = obj.get(IMPORT_KEY) if isinstance(obj.get(IMPORT_KEY), dict) else None
+            origins = (meta["origin"],) if meta and meta.get("origin") in ORIGINS else ("vidbench",)
+            det = Detected(origins, inner, obj, trained_recipe=recipe, import_meta=meta)
+            _vidbench_facts(det)
+            return det
+        if any(k.startswith(("cls_pq_layer.", "ghost_vlad.")) for k in inner):
+            det = Detected(("hcq",), inner, obj)
+            det.hcq = _hcq_shape(inner, "cls_pq_layer._C_k", r"^vlad_pq_layers\.(\d+)\._C_k$")
+            _clip_family_facts(det)
+            return det
+    state = _tensors_only(obj)
+    if state is not None:
+        state = _strip_module(state)
+        if any(k.startswith("clip.") for k in state):
+            if "global_mat_weight" in state:
+                origins: tuple[str, ...] = ("eercf",)
+            elif any(k.startswith(("text_weight_fc.", "video_weight_fc.")) for k in state):
+                origins = ("drl",)
+            else:
+                origins = ("clip4clip", "drl")
+            det = Detected(origins, state, {})
+            _clip_family_facts(det)
+            return det
+        if "visual.conv1.weight" in state or "visual.layer1.0.conv1.weight" in state:
+            raise CheckpointError(
+                path,
+                "this is an OpenAI CLIP backbone (ViT-B-32.pt-style weights), not a trained retrieval model",
+                f"pass it as the backbone instead: model.clip={path}",
+            )
+    keys = sorted(obj)[:12] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(
+        path,
+        f"not a checkpoint format vidbench knows (top level: {keys})",
+        "pass vidbench's last.ckpt, CLIP4Clip/DRL/EERCF's pytorch_model.bin.<epoch> (a state dict with clip.*), "
+        "or HCQ's checkpoint-epoch<N>.pth / model_best.pth",
+    )
+
+
+def _clip_family_facts(det: Detected) -> None:
+    s = det.state
+    if "clip.visual.conv1.weight" in s:
+        det.patch_size = int(s["clip.visual.conv1.weight"].shape[-1])
+    det.seqtransf_layers = _count(s, r"^transformerClip\.resblocks\.(\d+)\.")
+    det.wti_arch = _wti_arch(s)
+    if "frame_logit_weight" in s:
+        det.eercf_frames = int(s["frame_logit_weight"].shape[0])
+
+
+def _vidbench_facts(det: Detected) -> None:
+    s = det.state
+    if "clip.model.vision_model.embeddings.patch_embedding.weight" in s:
+        det.patch_size = int(s["clip.model.vision_model.embeddings.patch_embedding.weight"].shape[-1])
+    det.seqtransf_layers = _count(s, r"^temporal\.transformerClip\.resblocks\.(\d+)\.")
+    det.wti_arch = _wti_arch(s)
+    if "frame_logit_weight" in s:
+        det.eercf_frames = int(s["frame_logit_weight"].shape[0])
+    det.hcq = _hcq_shape(s, "quantizers.0.codebook", r"^quantizers\.(\d+)\.codebook$")
+    if det.hcq:
+        det.hcq = (det.hcq[0] - 1, det.hcq[1], det.hcq[2])
+
+
+# ------------------------------------------------------------------------------------------------ mapping
+def _map_reference(state: dict[str, Tensor], leftover: list[str], notes: list[str]) -> dict[str, Tensor]:
+    """Reference names → vidbench names (the method's state dict keys, contract 2)."""
+    out: dict[str, Tensor] = {}
+    clip = {k[len("clip.") :]: v for k, v in state.items() if k.startswith("clip.")}
+    clip = {k: v.float() if v.is_floating_point() else v for k, v in clip.items() if k not in METADATA_KEYS}
+    unmapped: list[str] = []
+    for k, v in openai_to_hf(clip, "clip.*", unmapped).items():
+        out[f"clip.model.{k}"] = v
+    leftover.extend(f"clip.{k}" for k in unmapped)
+    for key, value in state.items():
+        if key.startswith("clip."):
+            continue
+        value = value.float() if value.is_floating_point() else value
+        if key == "frame_position_embeddings.weight" or key.startswith("transformerClip."):
+            out[f"temporal.{key}"] = value
+        elif key.startswith(("text_weight_fc.", "video_weight_fc.")) or key in (
+            "global_mat_weight",
+            "frame_logit_weight",
+        ):
+            out[key] = value
+        elif key == "ghost_vlad.clusters":
+            out["vlad.assignment"] = value
+        elif key == "ghost_vlad.clusters2":
+            out["vlad.centers"] = value.reshape(value.shape[-2], value.shape[-1]).t().contiguous()
+        elif key.startswith("ghost_vlad.batch_norm."):
+            out["vlad.bn." + key[len("ghost_vlad.batch_norm.") :]] = value
+        elif m := _PQ_RE.match(key):
+            level = 0 if m.group(2) is None else int(m.group(2)) + 1
+            rest = m.group(3)
+            if rest == "_C_k":
+                out[f"quantizers.{level}.codebook"] = value
+            elif rest == "_C_v":
+                k_key = key[: -len("_C_v")] + "_C_k"
+                if k_key in state and not torch.equal(state[k_key], state[key]):
+                    leftover.append(key)
+                    notes.append(
+                        f"{key} differs from {k_key}: HCQ's dual-codebook ('SX') mode, which vidbench does not "
+                        "implement (it uses one codebook per level, HCQ's 'VQ' mode)"
+                    )
+            elif rest.startswith("BatchNorm."):
+                out[f"quantizers.{level}.bn.{rest[len('BatchNorm.') :]}"] = value
+            else:
+                leftover.append(key)
+        else:
+            leftover.append(key)
+    return out
+
+
+def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False) -> str:
+    """The likely reason one key is missing from (or left over in) the file (``recipe_temporal``: the recipe's
+    method has a seqTransf)."""
+    if key.startswith(_HCQ_MMT_PREFIXES):
+        return "HCQ's MMT/BERT encoders: an HCQ-on-MMT-features checkpoint, not HCQ on CLIP"
+    if key.startswith(_CROSS_PREFIXES):
+        return (
+            "the cross encoder of CLIP4Clip's tightTransf (a run without --loose_type); vidbench has only loose heads"
+        )
+    if key.startswith("clip.visual.conv2"):
+        return "CLIP4Clip's linear_patch=3d, which vidbench does not implement"
+    if key.startswith("temporal.") and recipe_temporal and det.seqtransf_layers:
+        return f"the file's seqTransf has {det.seqtransf_layers} blocks: set method.temporal_layers to match"
+    if key.startswith("temporal."):
+        return (
+            "the recipe uses seqTransf but the file has none (meanP / agg_module None)"
+            if missing
+            else ("the file has a seqTransf but the recipe is meanP / agg_module none")
+        )
+    if "transformerClip" in key:
+        return (
+            "the file's seqTransf has another depth than method.temporal_layers"
+            if missing
+            else ("the file has seqTransf blocks the recipe does not (meanP, or fewer temporal_layers)")
+        )
+    if key.startswith(("text_weight_fc", "video_weight_fc")):
+        if not missing:
+            return "WTI heads the recipe does not use (a recipe without WTI, or another wti_arch)"
+        return (
+            "WTI heads of another wti_arch" if det.wti_arch else "the file has no WTI heads (CLIP4Clip, or DRL dp/ti)"
+        )
+    if key in ("global_mat_weight", "frame_logit_weight"):
+        return "EERCF's heads: the file is not EERCF" if missing else "EERCF's heads: the recipe is not EERCF"
+    if key.startswith(("vlad.", "quantizers.", "ghost_vlad.", "cls_pq_layer.", "vlad_pq_layers.")):
+        return (
+            "HCQ's head: the file is not HCQ, or has another number of levels"
+            if missing
+            else ("HCQ's head: the recipe is not HCQ, or has fewer levels (method.fine_levels)")
+        )
+    if key.startswith("clip."):
+        return "another CLIP architecture" if missing else "a CLIP parameter vidbench's CLIPModel does not have"
+    return "not part of the recipe's method"
+
+
+def _shape_cause(key: str) -> str:
+    if key == "frame_logit_weight":
+        return "EERCF's frame weights are [max_frames, max_frames]: set data.max_frames to the file's frame count"
+    if key.startswith("clip."):
+        return "the file's CLIP is another backbone (width/patch/vocabulary): use a recipe with its backbone"
+    if key.startswith("quantizers."):
+        return "another codebook size: method.num_subspaces (M) / method.num_codewords (K)"
+    if key.startswith("vlad."):
+        return "another number of GhostVLAD clusters (method.fine_levels / ghost_clusters)"
+    return "another width or variant"
+
+
+@functools.lru_cache(maxsize=512)
+def _recipe_facts(path: Path) -> dict[str, Any] | None:
+    """The method-relevant settings of a recipe, composed without validation (fast)."""
+    from omegaconf import OmegaConf
+
+    from vidbench.config import METHOD_SCHEMAS, _compose_file
+
+    try:
+        raw = _compose_file(path)
+        method = raw.get("method") or {}
+        name = method.get("name")
+        if name not in METHOD_SCHEMAS:
+            return None
+        m = OmegaConf.merge(OmegaConf.structured(METHOD_SCHEMAS[name]), method)
+        clip = str(OmegaConf.select(raw, "model.clip", default="") or "")
+        frames = OmegaConf.select(raw, "data.max_frames", default=None)
+    except Exception:  # a malformed recipe is not this module's business
+        return None
+    patch = 8 if clip == "tiny" else 16 if "patch16" in clip else 32 if "patch32" in clip else None
+    facts: dict[str, Any] = {"method": name, "patch": patch, "frames": frames}
+    if name == "clip4clip":
+        facts["seqtransf"] = m.temporal_layers if m.sim_header == "seqTransf" else 0
+    elif name == "drl":
+        facts["seqtransf"] = m.temporal_layers if m.agg_module == "seqTransf" else 0
+        facts["wti_arch"] = m.wti_arch if m.interaction == "wti" else None
+    elif name == "eercf":
+        facts["seqtransf"] = m.temporal_layers
+    elif name == "hcq":
+        facts["seqtransf"] = m.temporal_layers if m.sim_header == "seqTransf" else 0
+        facts["hcq"] = (m.fine_levels, m.num_subspaces, m.num_codewords)
+    return facts
+
+
+def _fits(det: Detected, facts: dict[str, Any]) -> bool:
+    family = facts["method"]
+    origins = set(det.origins)
+    if "vidbench" in origins:  # a vidbench file's family follows from its heads
+        origins = (
+            {"hcq"}
+            if det.hcq
+            else {"eercf"}
+            if det.eercf_frames
+            else {"drl"}
+            if det.wti_arch
+            else {
+                "clip4clip",
+                "drl",
+            }
+        )
+    if family not in origins or facts.get("seqtransf", 0) != det.seqtransf_layers:
+        return False
+    if det.patch_size and facts["patch"] and det.patch_size != facts["patch"]:
+        return False
+    if family == "drl" and facts.get("wti_arch") != det.wti_arch:
+        return False
+    if family == "eercf" and det.eercf_frames and facts["frames"] != det.eercf_frames:
+        return False
+    return not (family == "hcq" and tuple(facts["hcq"]) != det.hcq)
+
+
+def fitting_recipes(det: Detected, limit: int = 6) -> list[str]:
+    """Recipes whose method configuration fits the file (same family, variant, backbone, head sizes)."""
+    from vidbench.config import list_recipes
+
+    out = [p.stem for p in list_recipes() if (f := _recipe_facts(p)) is not None and _fits(det, f)]
+    return out[:limit]
+
+
+def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple[dict[str, Tensor], list[str]]:
+    """The file's tensors under the method's names, checked to cover the method exactly.
+
+    :raises CheckpointError: listing missing, left-over and mis-shaped keys, their likely causes and the
+        recipes that fit the file.
+    """
+    notes: list[str] = []
+    leftover: list[str] = []
+    if "vidbench" in det.origins or det.import_meta:
+        mapped = dict(det.state)
+    else:
+        mapped = _map_reference(det.state, leftover, notes)
+    expected = method.state_dict()
+    missing = sorted(k for k in expected if k not in mapped)
+    leftover += sorted(k for k in mapped if k not in expected)
+    shapes = sorted(k for k in expected if k in mapped and tuple(mapped[k].shape) != tuple(expected[k].shape))
+    if not (missing or leftover or shapes):
+        return mapped, notes
+    lines = [
+        f"it does not fit recipe {recipe} ({type(method).__name__}); nothing was loaded. The file: {det.describe()}."
+    ]
+    for title, keys, is_missing in (
+        ("missing from the file", missing, True),
+        ("left over in the file", leftover, False),
+    ):
+        if keys:
+            causes: dict[str, list[str]] = {}
+            for k in keys:
+                cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected))
+                causes.setdefault(cause, []).append(k)
+            for cause, ks in causes.items():
+                lines.append(f"  {len(ks)} key(s) {title}, e.g. {ks[:3]}: {cause}")
+    for k in shapes[:4]:
+        lines.append(f"  {k}: file {tuple(mapped[k].shape)} vs recipe {tuple(expected[k].shape)}: {_shape_cause(k)}")
+    lines.extend(f"  note: {n}" for n in notes)
+    fits = fitting_recipes(det)
+    if det.import_meta and det.import_meta.get("recipe"):
+        fix = f"this file was converted for recipe {det.import_meta['recipe']}: use that recipe"
+    elif det.trained_recipe:
+        fix = f"this file was trained with recipe {det.trained_recipe}: use that recipe"
+    elif fits:
+        fix = f"recipes that fit this file: {', '.join(fits)}"
+    else:
+        fix = "no recipe fits this file as it is; the lines above say what differs"
+    raise CheckpointError(path, "\n".join(lines), fix)
+
+
+def import_checkpoint(path: str | Path, method: nn.Module, recipe: str) -> ImportedCheckpoint:
+    """Read ``path``, recognise its format and map it onto ``method`` (nothing is loaded yet).
+
+    The origin is the method's family when the file's layout fits several (CLIP4Clip vs DRL DP/TI).
+    """
+    path = Path(path).expanduser()
+    det = detect(read_checkpoint(path), path)
+    mapped, notes = map_onto(det, method, path, recipe)
+    family = getattr(method, "method_name", None)
+    origin = family if family in det.origins else det.origins[0]
+    source = None
+    if det.import_meta:
+        source = {k: str(det.import_meta[k]) for k in ("path", "sha256") if k in det.import_meta}
+    return ImportedCheckpoint(origin, path, sha256_file(path), mapped, source, notes)
+
+
+def load_into(method: nn.Module, path: str | Path, recipe: str) -> ImportedCheckpoint:
+    """:func:`import_checkpoint`, then load the weights strictly into ``method``."""
+    imported = import_checkpoint(path, method, recipe)
+    method.load_state_dict(imported.state_dict, strict=True)
+    return imported
+
+
+def write_converted(imported: ImportedCheckpoint, out: str | Path, recipe: str, config: dict[str, Any]) -> Path:
+    """Write a vidbench checkpoint holding the converted weights and where they came from (atomically)."""
+    import io
+
+    from vidbench.io import write_bytes_atomic
+
+    payload = {
+        "state_dict": {k: v.contiguous() for k, v in imported.state_dict.items()},
+        "hyper_parameters": {"config": config},
+        IMPORT_KEY: {
+            "origin": imported.origin,
+            "path": str(imported.path),
+            "sha256": imported.sha256,
+            "recipe": recipe,
+        },
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return write_bytes_atomic(out, buf.getvalue())
+
+
+__all__ = [
+    "IMPORT_KEY",
+    "ORIGINS",
+    "CheckpointError",
+    "Detected",
+    "ImportedCheckpoint",
+    "detect",
+    "fitting_recipes",
+    "import_checkpoint",
+    "load_into",
+    "map_onto",
+    "read_checkpoint",
+    "sha256_file",
+    "write_converted",
+]
