@@ -363,3 +363,121 @@ def test_a_vidbench_checkpoint_without_clip_is_still_recognised(tmp_path) -> Non
     )
     det = detect(read_checkpoint(path), path)
     assert det.origins == ("vidbench",) and set(det.state) == {"video_mmt.w"}
+
+
+# ------------------------------------------------------------------------------------------ HCQ on MMT
+HCQ_MMT = "hcq-mmt-l7-m32_bert_b32_50e_activitynet"  # two experts (s3d, vggish): the smallest MMT preset
+MMT_EXPERTS = {"s3d": 1024, "vggish": 128}
+MMT_TYPES = {"s3d": 1, "vggish": 2}  # their token-type ids (spec hcq-original.md §1.4)
+
+
+def _hcq_mmt_method(tmp_path):
+    """The ActivityNet recipe shrunk to a tiny BERT (width 32) and a tiny MMT (width 16), L=2, M=4, K=8."""
+    from tests.mmt_fixtures import write_tiny_bert_vocab
+    from tests.test_hcq_mmt import tiny_mmt
+
+    vocab = write_tiny_bert_vocab(tmp_path / "vocab" / "vocab.txt")
+    return _method(HCQ_MMT, *tiny_mmt(tmp_path, vocab.parent, tmp_path / "runs")).eval()
+
+
+def _hcq_mmt_state() -> dict[str, Tensor]:
+    """A whole HCQ-on-MMT state dict with the reference's names, sized like :func:`_hcq_mmt_method`."""
+    encoders = ref.hcq_mmt_encoders_state(
+        MMT_EXPERTS,
+        vocab=43,
+        text_width=32,
+        text_layers=2,
+        text_positions=128,
+        width=16,
+        video_layers=2,
+        video_positions=32,
+    )
+    return {**encoders, **_hcq_head(dim=16, levels=2, m=4, k=8)}
+
+
+def _mmt_video(batch: int = 3, tokens: int = 3) -> dict[str, dict[str, Tensor]]:
+    """Expert inputs with padded rows, a missing expert (vggish of sample 1) and times past the last position."""
+    g = torch.Generator().manual_seed(11)
+    out: dict[str, dict[str, Tensor]] = {"features": {}, "features_t": {}, "features_ind": {}, "features_maxpool": {}}
+    for name, dim in MMT_EXPERTS.items():
+        ind = torch.ones(batch, tokens)
+        ind[2, -1] = 0  # a padded row
+        if name == "vggish":
+            ind[1] = 0
+        rows = torch.randn(batch, tokens, dim, generator=g) * ind[..., None]
+        out["features"][name] = rows
+        out["features_t"][name] = (torch.rand(batch, tokens, generator=g) * 40 + 1) * ind + (1 - ind)
+        out["features_ind"][name] = ind
+        out["features_maxpool"][name] = rows.max(dim=1).values
+    return out
+
+
+def test_hcq_on_mmt_equals_reference_encoders_vlad_and_pq(tmp_path) -> None:
+    sd = _hcq_mmt_state()
+    path = _hcq_container(tmp_path, sd)
+    method = _hcq_mmt_method(tmp_path)
+    imported = load_into(method, path, HCQ_MMT)
+    assert imported.origin == "hcq" and any("poolers" in n for n in imported.notes)
+    ids = torch.tensor([[3, 7, 9, 12, 4, 0, 0], [3, 20, 31, 5, 8, 11, 4], [3, 40, 4, 0, 0, 0, 0]])
+    tmask = (ids > 0).long()
+    video = _mmt_video()
+    with torch.no_grad():
+        txt = method.encode_text(ids, tmask)
+        vid = method.encode_video_batch(video)
+        t_coarse, t_tokens = ref.hcq_mmt_text(sd, ids, tmask, heads=2)
+        words = tmask.clone()
+        words[:, 0] = 0  # [CLS] out, [SEP] in
+        t_levels = [t_coarse, *ref.netvlad_masked(t_tokens, words, sd, "ghost_vlad", 2).unbind(1)]
+        v_coarse, v_tokens, v_mask = ref.hcq_mmt_video(
+            sd, video["features"], video["features_t"], video["features_ind"], video["features_maxpool"],
+            MMT_TYPES, heads=2,
+        )  # fmt: skip
+        v_levels = [v_coarse, *ref.netvlad_masked(v_tokens, v_mask, sd, "ghost_vlad", 2).unbind(1)]
+    books = [sd["cls_pq_layer._C_k"], *(sd[f"vlad_pq_layers.{j}._C_k"] for j in range(2))]
+    for g, book in enumerate(books):
+        assert torch.equal(method.quantizers[g].codebook, book)
+        for got, level in ((txt, t_levels[g]), (vid, v_levels[g])):
+            sub = torch.nn.functional.normalize(level.reshape(3, 4, 4), dim=-1).reshape(3, 16)
+            torch.testing.assert_close(got["levels"][:, g], sub, **TOL)
+            assert torch.equal(got["codes"][:, g].long(), ref.pq_codes(level, book)), f"level {g}"
+    assert int(method.text_experts.text_GU["s3d"].cg.batch_norm.num_batches_tracked) == 9
+
+
+def test_hcq_variants_are_refused_by_the_other_family_all_or_nothing(tmp_path) -> None:
+    method = _hcq_mmt_method(tmp_path)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    clip_file = _hcq_container(tmp_path, {**_clip(), **_hcq_head()}, "clip.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_into(method, clip_file, HCQ_MMT)
+    msg = str(err.value)
+    assert "which the file lacks: it is HCQ on CLIP" in msg and "an HCQ-on-CLIP checkpoint" in msg
+    assert f"recipes that fit this file: {HCQ}" in msg
+
+    sd = _hcq_mmt_state()
+    mmt_file = _hcq_container(tmp_path, sd, "mmt.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_into(_method(HCQ), mmt_file, HCQ)
+    msg = str(err.value)
+    assert "HCQ-on-MMT-features checkpoint, not HCQ on CLIP" in msg and "MMT video transformer + BERT" in msg
+    assert "use a recipe of method hcq_mmt (recipes/hcq-mmt/)" in msg and "L=2 M=4 K=8" in msg
+
+    del sd["vid_bert.encoder.layer.1.output.dense.bias"]
+    sd["moe_fc_txt.audio.weight"] = torch.zeros(1, 32)  # an expert the recipe does not have
+    broken = _hcq_container(tmp_path, sd, "broken.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_into(method, broken, HCQ_MMT)
+    msg = str(err.value)
+    assert "1 key(s) missing from the file, e.g. ['video_mmt.vid_bert.encoder.layer.1.output.dense.bias']" in msg
+    assert "with other experts or depth than the recipe's, or an incomplete file" in msg
+    assert "['text_experts.moe_fc_txt.audio.weight']: HCQ's MMT/BERT encoders of another layout" in msg
+    assert all(torch.equal(v, before[k]) for k, v in method.state_dict().items())  # nothing was loaded
+
+
+def test_recipes_that_fit_an_hcq_file_follow_its_encoders() -> None:
+    from vidbench.reference_ckpt import Detected, fitting_recipes
+
+    mmt = Detected(("hcq",), {}, {}, hcq=(7, 32, 256), hcq_encoders="mmt")
+    fits = fitting_recipes(mmt, limit=100)
+    assert "hcq-mmt-l7-m32_bert_b128_50e_msrvtt-1ka" in fits and all(r.startswith("hcq-mmt-l7-m32") for r in fits)
+    clip = Detected(("hcq",), {}, {}, hcq=(7, 32, 256), hcq_encoders="clip", patch_size=32)
+    assert not any(r.startswith("hcq-mmt") for r in fitting_recipes(clip, limit=100))

@@ -16,16 +16,23 @@ Formats recognised by their keys (never by file name):
   ``[M, K, D/M]`` and ``vlad_pq_layers.{l}._C_k`` (with ``_C_v``, the same tensor in HCQ's "VQ" mode) and their
   ``BatchNorm.*`` statistics. HCQ's published model encodes MMT expert features with BERT; for the HCQ-on-CLIP
   variant the encoders are expected in CLIP4Clip's layout (``clip.*``, optional seqTransf), the convention a
-  CLIP-fed HCQ head in the reference code base would follow. Files with HCQ's MMT encoders (``vid_bert.*``,
-  ``txt_bert.*``, ``text_GU.*``, ...) are recognised and refused with the reason.
+  CLIP-fed HCQ head in the reference code base would follow. HCQ as published (MMT encoders) is recognised by
+  ``txt_bert.*`` / ``vid_bert.*`` / ``text_GU.*`` / ``moe_fc_txt.*`` / ``text_vlad_proj.*`` /
+  ``video_dim_reduce.*`` and maps onto ``hcq_mmt``: ``txt_bert.*`` (Hugging Face BERT) -> ``text_bert.bert.*``,
+  ``text_GU.* / moe_fc_txt.*`` -> ``text_experts.*``, ``video_dim_reduce.* / vid_bert.*`` -> ``video_mmt.*``
+  (the MMT BERT already uses the reference's names), ``text_vlad_proj.*`` unchanged. Two BERT poolers
+  (``txt_bert.pooler.*``, ``vid_bert.pooler.*``) and older transformers' ``txt_bert.embeddings.position_ids``
+  (when it is the plain 0..N-1 it always is) are dropped with a note: the reference forward never reads them.
+  A file of one HCQ variant offered to the other's recipe is refused, naming the family that fits.
 
 Reading is safe: ``torch.load(weights_only=True)``; globals that are not tensors or plain containers (HCQ's
 ``ConfigParser`` config, numpy scalars, paths) become inert placeholders, so no code from the file runs.
 
 Mapping onto the recipe's method is all or nothing: every parameter and buffer of the method must come from
-the file with the right shape, and every tensor of the file must land somewhere. Otherwise the error lists the
-missing, left-over and mis-shaped keys, says the likely cause (wrong method, wrong variant, other backbone,
-other frame count or codebook size) and names the recipes whose configuration fits the file.
+the file with the right shape, and every tensor of the file must land somewhere (bar the unused ones named
+above). Otherwise the error lists the missing, left-over and mis-shaped keys, says the likely cause (wrong
+method, wrong variant, other backbone, other frame count or codebook size) and names the recipes whose
+configuration fits the file.
 """
 
 from __future__ import annotations
@@ -48,6 +55,12 @@ ORIGINS: tuple[str, ...] = CHECKPOINT_ORIGINS
 IMPORT_KEY = "vidbench_import"  # what `vidbench import-checkpoint` adds to the converted file
 
 _HCQ_MMT_PREFIXES = ("vid_bert.", "txt_bert.", "text_GU.", "moe_fc_txt.", "text_vlad_proj.", "video_dim_reduce.")
+# the same encoders under vidbench's names (HcqMmt's attributes)
+_HCQ_MMT_VIDBENCH = ("text_bert.", "text_experts.", "text_vlad_proj.", "video_mmt.")
+# reference tensors the reference forward never reads: dropped with a note rather than reported as left over
+_UNUSED_POOLERS = ("txt_bert.pooler.", "vid_bert.pooler.")
+_MMT_FAMILY = "method hcq_mmt (recipes/hcq-mmt/)"
+_CLIP_FAMILY = "method hcq (recipes/hcq/)"
 _CROSS_PREFIXES = ("cross.", "similarity_dense.")
 _PQ_RE = re.compile(r"^(cls_pq_layer|vlad_pq_layers\.(\d+))\.(.+)$")
 
@@ -147,6 +160,7 @@ class Detected:
     wti_arch: int | None = None
     eercf_frames: int | None = None
     hcq: tuple[int, int, int] | None = None  # (fine levels L, sub-codebooks M, codewords K)
+    hcq_encoders: str | None = None  # "mmt" (HCQ as published) or "clip" (HCQ on CLIP), for HCQ files
     patch_size: int | None = None
     trained_recipe: str | None = None  # vidbench checkpoints know their recipe
     import_meta: dict[str, str] | None = None
@@ -155,7 +169,10 @@ class Detected:
         parts = [f"format {'/'.join(self.origins)}"]
         if self.patch_size:
             parts.append(f"CLIP patch {self.patch_size}")
-        parts.append(f"seqTransf with {self.seqtransf_layers} blocks" if self.seqtransf_layers else "no seqTransf")
+        if self.hcq_encoders == "mmt":  # no CLIP, so no seqTransf to speak of
+            parts.append("MMT video transformer + BERT text encoders (HCQ as published)")
+        else:
+            parts.append(f"seqTransf with {self.seqtransf_layers} blocks" if self.seqtransf_layers else "no seqTransf")
         if self.wti_arch:
             parts.append(f"WTI heads (wti_arch {self.wti_arch})")
         if self.eercf_frames:
@@ -207,6 +224,7 @@ def detect(obj: Any, path: Path) -> Detected:
             det = Detected(("hcq",), inner, obj)
             det.hcq = _hcq_shape(inner, "cls_pq_layer._C_k", r"^vlad_pq_layers\.(\d+)\._C_k$")
             _clip_family_facts(det)
+            det.hcq_encoders = "mmt" if any(k.startswith(_HCQ_MMT_PREFIXES) for k in inner) else "clip"
             return det
     state = _tensors_only(obj)
     if state is not None:
@@ -257,6 +275,7 @@ def _vidbench_facts(det: Detected) -> None:
     det.hcq = _hcq_shape(s, "quantizers.0.codebook", r"^quantizers\.(\d+)\.codebook$")
     if det.hcq:
         det.hcq = (det.hcq[0] - 1, det.hcq[1], det.hcq[2])
+        det.hcq_encoders = "mmt" if any(k.startswith(_HCQ_MMT_VIDBENCH) for k in s) else "clip"
 
 
 # ------------------------------------------------------------------------------------------------ mapping
@@ -275,6 +294,8 @@ def _map_reference(state: dict[str, Tensor], leftover: list[str], notes: list[st
         value = value.float() if value.is_floating_point() else value
         if key == "frame_position_embeddings.weight" or key.startswith("transformerClip."):
             out[f"temporal.{key}"] = value
+        elif key.startswith(_HCQ_MMT_PREFIXES):
+            _map_hcq_mmt(key, value, out, leftover, notes)
         elif key.startswith(("text_weight_fc.", "video_weight_fc.")) or key in (
             "global_mat_weight",
             "frame_logit_weight",
@@ -308,11 +329,48 @@ def _map_reference(state: dict[str, Tensor], leftover: list[str], notes: list[st
     return out
 
 
-def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False) -> str:
+def _map_hcq_mmt(key: str, value: Tensor, out: dict[str, Tensor], leftover: list[str], notes: list[str]) -> None:
+    """One tensor of HCQ's MMT/BERT encoders under HcqMmt's names (the module docstring lists the rules).
+
+    The reference's text BERT is Hugging Face's ``BertModel`` as is, so only the wrapper prefix changes; the gated
+    units, MoE linears, ReduceDim layers and the MMT BERT were built in vidbench with the reference's own names.
+    """
+    if key.startswith(_UNUSED_POOLERS):
+        if not any(n.startswith("BERT poolers") for n in notes):
+            notes.append("BERT poolers (txt_bert.pooler.*, vid_bert.pooler.*) dropped: the reference never uses them")
+        return
+    if key == "txt_bert.embeddings.position_ids":
+        if torch.equal(value.reshape(-1), torch.arange(value.numel(), dtype=value.dtype)):
+            return  # a constant buffer older transformers saved; vidbench passes the same positions explicitly
+        leftover.append(key)
+        notes.append(f"{key} is not 0..N-1: the text BERT was run with other positions than the reference's")
+        return
+    if key.startswith("txt_bert."):
+        out["text_bert.bert." + key[len("txt_bert.") :]] = value
+    elif key.startswith(("text_GU.", "moe_fc_txt.")):
+        out["text_experts." + key] = value
+    elif key.startswith(("video_dim_reduce.", "vid_bert.")):
+        out["video_mmt." + key] = value
+    else:  # text_vlad_proj.*
+        out[key] = value
+
+
+def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False, recipe_mmt: bool = False) -> str:
     """The likely reason one key is missing from (or left over in) the file (``recipe_temporal``: the recipe's
-    method has a seqTransf)."""
-    if key.startswith(_HCQ_MMT_PREFIXES):
-        return "HCQ's MMT/BERT encoders: an HCQ-on-MMT-features checkpoint, not HCQ on CLIP"
+    method has a seqTransf; ``recipe_mmt``: it is HCQ on MMT features)."""
+    if key.startswith(_HCQ_MMT_PREFIXES + _HCQ_MMT_VIDBENCH):
+        if missing and det.hcq_encoders == "mmt":
+            return "HCQ's MMT/BERT encoders with other experts or depth than the recipe's, or an incomplete file"
+        if missing:
+            what = "HCQ on CLIP" if det.hcq_encoders == "clip" else f"format {'/'.join(det.origins)}"
+            return f"HCQ's MMT/BERT encoders, which the file lacks: it is {what}, not an HCQ-on-MMT checkpoint"
+        if recipe_mmt:
+            return "HCQ's MMT/BERT encoders of another layout (other experts or depth) than the recipe's"
+        return f"HCQ's MMT/BERT encoders: an HCQ-on-MMT-features checkpoint, not HCQ on CLIP; use {_MMT_FAMILY}"
+    if missing and det.hcq_encoders == "mmt" and key.startswith(("clip.", "temporal.")):
+        return f"CLIP encoders, which an HCQ-on-MMT-features checkpoint does not have; use {_MMT_FAMILY}"
+    if recipe_mmt and not missing and key.startswith(("clip.", "temporal.")):
+        return f"CLIP encoders: an HCQ-on-CLIP checkpoint, but the recipe is HCQ on MMT features; use {_CLIP_FAMILY}"
     if key.startswith(_CROSS_PREFIXES):
         return (
             "the cross encoder of CLIP4Clip's tightTransf (a run without --loose_type); vidbench has only loose heads"
@@ -361,6 +419,8 @@ def _shape_cause(key: str) -> str:
         return "another codebook size: method.num_subspaces (M) / method.num_codewords (K)"
     if key.startswith("vlad."):
         return "another number of GhostVLAD clusters (method.fine_levels / ghost_clusters)"
+    if key.startswith(_HCQ_MMT_VIDBENCH):
+        return "another text BERT / MMT transformer size (method.bert, method.video_bert) or expert dimension"
     return "another width or variant"
 
 
@@ -394,11 +454,19 @@ def _recipe_facts(path: Path) -> dict[str, Any] | None:
     elif name == "hcq":
         facts["seqtransf"] = m.temporal_layers if m.sim_header == "seqTransf" else 0
         facts["hcq"] = (m.fine_levels, m.num_subspaces, m.num_codewords)
+    elif name == "hcq_mmt":  # no CLIP: the patch and seqTransf checks have nothing to compare
+        facts.update(seqtransf=0, patch=None, hcq=(m.fine_levels, m.num_subspaces, m.num_codewords))
     return facts
 
 
 def _fits(det: Detected, facts: dict[str, Any]) -> bool:
     family = facts["method"]
+    if family == "hcq_mmt":  # the same origin as HCQ on CLIP; the encoders tell the two apart
+        if det.hcq_encoders != "mmt":
+            return False
+        family = "hcq"
+    elif family == "hcq" and det.hcq_encoders == "mmt":
+        return False
     origins = set(det.origins)
     if "vidbench" in origins:  # a vidbench file's family follows from its heads
         origins = (
@@ -445,6 +513,7 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
     else:
         mapped = _map_reference(det.state, leftover, notes)
     expected = method.state_dict()
+    recipe_mmt = any(k.startswith("video_mmt.") for k in expected)
     missing = sorted(k for k in expected if k not in mapped)
     leftover += sorted(k for k in mapped if k not in expected)
     shapes = sorted(k for k in expected if k in mapped and tuple(mapped[k].shape) != tuple(expected[k].shape))
@@ -460,7 +529,7 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
         if keys:
             causes: dict[str, list[str]] = {}
             for k in keys:
-                cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected))
+                cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected), recipe_mmt)
                 causes.setdefault(cause, []).append(k)
             for cause, ks in causes.items():
                 lines.append(f"  {len(ks)} key(s) {title}, e.g. {ks[:3]}: {cause}")
@@ -474,6 +543,10 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
         fix = f"this file was trained with recipe {det.trained_recipe}: use that recipe"
     elif fits:
         fix = f"recipes that fit this file: {', '.join(fits)}"
+    elif det.hcq_encoders and (det.hcq_encoders == "mmt") != recipe_mmt:
+        family = _MMT_FAMILY if det.hcq_encoders == "mmt" else _CLIP_FAMILY
+        sizes = "L={} M={} K={}".format(*det.hcq) if det.hcq else "its sizes"
+        fix = f"use a recipe of {family} set to the file's head ({sizes}: method.fine_levels/num_subspaces/...)"
     else:
         fix = "no recipe fits this file as it is; the lines above say what differs"
     raise CheckpointError(path, "\n".join(lines), fix)
