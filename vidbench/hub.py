@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from vidbench.errors import MissingWeightsError
 
@@ -66,3 +69,26 @@ def resolve_local_folder(name_or_path: str, file_sets: Sequence[Sequence[str]], 
             f"{' or '.join('+'.join(s) for s in file_sets)}.\n  fix: {download_hint(name_or_path)}"
         )
     return folder
+
+
+def load_pretrained_offline(model_cls: Any, folder: Path, name: str, label: str, **kwargs: Any) -> Any:
+    """``model_cls.from_pretrained(folder)`` offline, in fp32, refusing a checkpoint that lacks weights.
+
+    transformers fills missing weights with random ones and only warns; for a reproduction that is a silent
+    wrong number, so it is an error here naming the folder and the fix (``label``: "CLIP", "BERT", ...).
+    """
+    try:
+        model, info = model_cls.from_pretrained(
+            str(folder), local_files_only=True, dtype=torch.float32, output_loading_info=True, **kwargs
+        )
+    except OSError as err:
+        raise MissingWeightsError(
+            f"cannot load {label} weights from {folder}: {err}\n  fix: {download_hint(name)}"
+        ) from err
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        raise MissingWeightsError(
+            f"{label} checkpoint {folder} lacks {len(missing)} weights (e.g. {missing[:3]}); they would be random.\n"
+            f"  fix: re-download it: {download_hint(name)}"
+        )
+    return model

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from vidbench.errors import ConfigError, MissingWeightsError
-from vidbench.hub import download_hint, resolve_local_folder
+from vidbench.hub import download_hint, load_pretrained_offline, resolve_local_folder
 
 BERT_NAME = "bert-base-cased"
 
@@ -64,27 +64,15 @@ def _load_pretrained_bert(name: str, dropout: float) -> nn.Module:
         raise MissingWeightsError(f"cannot read {config_file}: {err}\n  fix: {download_hint(name)}") from err
     if model_type != "bert":
         raise ConfigError(f"{config_file} describes a {model_type!r} model, not BERT; use e.g. {BERT_NAME}")
-    try:
-        model, info = BertModel.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            add_pooling_layer=False,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            dtype=torch.float32,
-            output_loading_info=True,
-        )
-    except OSError as err:
-        raise MissingWeightsError(
-            f"cannot load BERT weights from {folder}: {err}\n  fix: {download_hint(name)}"
-        ) from err
-    missing = list(info.get("missing_keys", []))
-    if missing:
-        raise MissingWeightsError(
-            f"BERT checkpoint {folder} lacks {len(missing)} weights (e.g. {missing[:3]}); they would be random.\n"
-            f"  fix: re-download it: {download_hint(name)}"
-        )
-    return model
+    return load_pretrained_offline(
+        BertModel,
+        folder,
+        name,
+        "BERT",
+        add_pooling_layer=False,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
 
 
 class BertTextEncoder(nn.Module):

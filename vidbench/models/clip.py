@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from vidbench.errors import ConfigError, MissingWeightsError
 
 # Shared offline HF-file resolution (the tokenizer uses the same rules and messages).
-from vidbench.hub import TINY_VOCAB_SIZE, download_hint, resolve_local_folder
+from vidbench.hub import TINY_VOCAB_SIZE, download_hint, load_pretrained_offline, resolve_local_folder
 from vidbench.models.openai_clip import find_openai_file, load_openai_clip
 
 if TYPE_CHECKING:
@@ -357,26 +357,7 @@ def _load_pretrained_clip(name: str, attn_implementation: str) -> nn.Module:
             f"{config_file} describes a {model_type!r} model, not a full CLIP model (model_type 'clip', "
             "text + vision towers); use e.g. openai/clip-vit-base-patch32"
         )
-    try:
-        model, info = CLIPModel.from_pretrained(
-            str(folder),
-            local_files_only=True,
-            attn_implementation=attn_implementation,
-            dtype=torch.float32,
-            output_loading_info=True,
-        )
-    except OSError as err:
-        raise MissingWeightsError(
-            f"cannot load CLIP weights from {folder}: {err}\n  fix: {download_hint(name)}"
-        ) from err
-    missing = list(info.get("missing_keys", []))
-    if missing:
-        raise MissingWeightsError(
-            f"CLIP checkpoint {folder} lacks {len(missing)} weights (e.g. {missing[:3]}); "
-            "they would be random.\n"
-            f"  fix: re-download it: {download_hint(name)}"
-        )
-    return model
+    return load_pretrained_offline(CLIPModel, folder, name, "CLIP", attn_implementation=attn_implementation)
 
 
 def ensure_local_weights(name: str) -> None:
