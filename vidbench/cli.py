@@ -224,6 +224,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from vidbench.config import RECIPES_DIR, list_recipes
 
+    if getattr(args, "methods", False):
+        from vidbench.methods.registry import available_methods
+
+        for name, source, problem in available_methods():  # a broken plugin is listed, never raised
+            print(f"{name}: {source}" + (f"\n  BROKEN: {problem}" if problem else ""))
+        return 0
     for path in list_recipes():
         print(path.relative_to(RECIPES_DIR).with_suffix(""))
     return 0
@@ -313,7 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_run_task_parser(sub)
 
-    p = sub.add_parser("list", help="list the recipes")
+    p = sub.add_parser("list", help="list the recipes (--methods: the registered methods and plugins)")
+    p.add_argument(
+        "--methods",
+        action="store_true",
+        help="list the methods instead: built-ins, installed plugins (entry-point group vidbench.methods) and "
+        "any that failed to load, with the reason",
+    )
     p.set_defaults(func=cmd_list)
     return parser
 

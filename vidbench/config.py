@@ -4,7 +4,11 @@ A recipe is one YAML file per paper table cell. Its ``defaults`` list names part
 (``base/``, ``data/``, ``method/``, ``trainer/``) that are merged in order, then the recipe's own keys,
 then command-line dotlist overrides (``optim.lr=3e-4``). The result is checked against typed schemas:
 an unknown key or a wrong type is an error that names the key. The ``method`` section is checked against
-the schema of the method it names, so a DRL key in a CLIP4Clip recipe is caught too.
+the schema its method registered beside its class (:mod:`vidbench.methods.registry`), so a DRL key in a
+CLIP4Clip recipe is caught too, and a plugin's keys are checked the same way.
+
+A recipe may live anywhere (``vidbench fit path/to/my_recipe.yaml``): its ``defaults`` entries are looked
+up beside it first (``<recipe folder>/<part>.yaml``), then among the repository's parts under ``recipes/``.
 """
 
 from __future__ import annotations
@@ -154,131 +158,6 @@ class SlurmConfig:
 
 
 @dataclass
-class Clip4ClipMethod:
-    name: str = "clip4clip"
-    sim_header: str = "meanP"  # meanP | seqTransf
-    temporal_layers: int = 4
-
-
-@dataclass
-class DRLMethod:
-    name: str = "drl"
-    interaction: str = "wti"  # dp | ti | wti
-    agg_module: str = "seqTransf"  # none | seqTransf
-    temporal_layers: int = 4
-    wti_arch: int = 2  # 1: Linear; 2: Linear-ReLU-Linear (published); 3: two hidden layers
-    padding: str = "zero"  # zero: padded similarities are 0 inside the max (reference) | neg_inf
-    cdcr: int = 3  # 0 off; 1 random token/frame pairs; 2 argmax pairs (TI); 3 weighted argmax pairs (WTI)
-    cdcr_alpha1: float = 0.11  # diagonal weight (README main command; the script uses 0.14)
-    cdcr_alpha2: float = 0.0  # off-diagonal weight (0 in every published config)
-    cdcr_lambda: float = 0.001
-
-
-@dataclass
-class EercfRerankMix:
-    """EERCF's test-time rerank mix (spec A.5; the reference hard-codes these, unlike its training mix)."""
-
-    video: float = 0.5
-    frame_weak: float = 0.8
-    frame_tib: float = 0.2
-    patch_weak: float = 0.2
-    patch_tib: float = 0.0
-
-
-@dataclass
-class EercfMethod:
-    name: str = "eercf"
-    temporal_layers: int = 4  # seqTransf blocks (cross_num_hidden_layers)
-    # training mix (spec A.4): L = weak * sym(weak mix) + strong * sym(strong mix) + pearson * L_intra
-    video_weight: float = 0.5
-    weakframe_weight: float = 0.5
-    weakpatch_weight: float = 0.05
-    strongframe_weight: float = 1.0
-    strongpatch_weight: float = 0.0
-    weak_loss_weight: float = 0.8
-    strong_loss_weight: float = 0.2
-    pearson_weight: float = 0.001  # cdcl_loss_weight
-    pearson_diag: float = 0.14
-    pearson_offdiag: float = 0.0
-    pearson_video: float = 1.0  # (text, coarse video)
-    pearson_frame: float = 1.0  # (text, frame TIB)
-    pearson_patch: float = 0.0  # (text, patch TIB)
-    frame_weak_temperature: float = 0.01
-    patch_temperature: float = 0.01
-    frame_tib_temperature: float = 0.1
-    mask_padded_frames: bool = False  # False: padded frames enter the softmaxes (reference)
-    rerank_k: int = 50  # two-stage: candidates recalled per text by the coarse score
-    rerank_mix: EercfRerankMix = field(default_factory=EercfRerankMix)
-    index_patches: bool = True  # keep patch features in the test index (needed by the patch rerank terms)
-
-
-@dataclass
-class HcqMethod:
-    """HCQ head on CLIP features (spec methods-eercf-hcq.md Part B; Part D option b)."""
-
-    name: str = "hcq"
-    sim_header: str = "meanP"  # frames for the coarse level and GhostVLAD: meanP (CLIP frames) | seqTransf
-    temporal_layers: int = 4
-    fine_levels: int = 7  # L: GhostVLAD clusters, one fine level each
-    ghost_clusters: int = 1
-    vlad_mode: str = "reference"  # reference (ghost dropped before softmax, mask x logits) | textbook
-    vlad_batch_norm: bool = True
-    num_subspaces: int = 32  # M sub-codebooks per level (must divide the embedding size)
-    num_codewords: int = 256  # K codewords per sub-codebook (<= 256: one byte per code)
-    alpha: float = 1.0  # soft-code sharpness
-    quantizer_batch_norm: bool = True  # BatchNorm1d(M) on the codeword similarities (soft codes only)
-    temperature: float = 0.05  # AQ-CL tau (0.07 for ActivityNet)
-    # loss and score: cls_weight * coarse + vlad_weight * mean over the L fine levels (the reference's
-    # per-config pair: 0.125 / 0.875 for its L = 7 configs; L = 1: 2.0 / 2.0; L = 3: 1.3333 / 2.0;
-    # L = 15: 1.0667 / 2.0; L = 31: 1.0323 / 2.0)
-    cls_weight: float = 0.125
-    vlad_weight: float = 0.875
-    debias_prior: float = 0.0  # tau+ of the fine levels' debiased InfoNCE (0 in every reference config)
-    code_loss_weight: float = 0.0  # soft-code InfoNCE term (0 in every reference config)
-    pq_reg_loss_weight: float = 0.0  # sum_d (x_normalized - x_hat)^2 per row (0 in every reference config)
-    smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
-    smoothing_epochs: int | None = None  # E; default trainer.max_epochs
-    kmeans_iters: int = 10
-    kmeans_stop: str = "all"  # all: run every iteration (what the reference effectively does) | converged
-    kmeans_tol: float = 1e-5  # kmeans_stop=converged: stop a sub-codebook once MSE(old, new) <= tol
-    kmeans_empty: str = "zero"  # zero (reference: dead codeword) | keep (previous codeword)
-    kmeans_cache: int = 65536  # embeddings (text + video) cached per level per rank per epoch, uniform sample
-    export_faiss: bool = True  # write <run_dir>/hcq_index.faiss for the test gallery
-    eval_faiss: bool = False  # extra protocol "faiss": the test gallery searched through FAISS
-
-
-@dataclass
-class HcqMmtMethod(HcqMethod):
-    """HCQ as published: MMT expert features + the MMT video transformer, BERT text (spec hcq-original.md).
-
-    The HCQ head keys are HcqMethod's (``sim_header`` / ``temporal_layers`` do not apply here).
-    """
-
-    name: str = "hcq_mmt"
-    bert: str = "bert-base-cased"  # hub id (local HF cache), local folder, or "tiny" (tests)
-    tokenizer: str | None = None  # folder or hub id holding vocab.txt; default: bert
-    text_dropout: float = 0.2  # text BERT hidden + attention dropout (0.25 for 1k-B and LSMDC)
-    video_bert: str = "msrvtt"  # MMT video transformer config: msrvtt | lsmdc | activitynet | tiny
-    video_dropout: float | None = None  # override the config's hidden + attention dropout
-    lr_step_epochs: int = 1  # StepLR after every step_epochs epochs (ActivityNet: 2)
-    lr_gamma: float = 0.95  # StepLR factor (ActivityNet: 0.85)
-
-
-METHOD_SCHEMAS: dict[str, type] = {
-    "clip4clip": Clip4ClipMethod,
-    "drl": DRLMethod,
-    "eercf": EercfMethod,
-    "hcq": HcqMethod,
-    "hcq_mmt": HcqMmtMethod,
-}
-
-
-def register_method_schema(name: str, schema: type) -> None:
-    """Methods add their own config schema here (keeps config.py free of method imports)."""
-    METHOD_SCHEMAS[name] = schema
-
-
-@dataclass
 class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -287,7 +166,7 @@ class RootConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    method: Any = None  # validated against METHOD_SCHEMAS[method.name]
+    method: Any = None  # validated against the schema its method registered (vidbench/methods/registry.py)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # `vidbench submit` (vidbench/slurm.py)
 
 
@@ -349,18 +228,56 @@ def _compose_file(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{path}: 'defaults' must be a list of part names like 'data/msrvtt-9k_1ka'")
     merged = OmegaConf.create({})
     for part in defaults:
-        part_path = RECIPES_DIR / f"{part}.yaml"
+        local = path.parent / f"{part}.yaml"
+        part_path = local if local.exists() else RECIPES_DIR / f"{part}.yaml"
         if not part_path.exists():
-            raise ConfigError(f"{path}: defaults entry '{part}' not found (expected {part_path})")
+            raise ConfigError(
+                f"{path}: defaults entry '{part}' not found (expected {local} or {RECIPES_DIR / f'{part}.yaml'})"
+            )
         merged = OmegaConf.merge(merged, _compose_file(part_path, (*seen, path)))
     return OmegaConf.merge(merged, cfg)
+
+
+def _key_line(path: Path, dotted: str, seen: tuple[Path, ...] = ()) -> str | None:
+    """``file:line`` where ``dotted`` (e.g. ``method.bogus``) is written: the recipe, else its defaults parts."""
+    *parents, leaf = dotted.split(".")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    depth, indent = 0, -1
+    for i, line in enumerate(lines, start=1):
+        stripped = line.split("#", 1)[0].rstrip()
+        if not stripped.strip():
+            continue
+        pad = len(stripped) - len(stripped.lstrip())
+        while depth and pad <= indent:  # left the section we were inside
+            depth, indent = 0, -1
+        name = stripped.strip().split(":", 1)[0].strip()
+        if depth < len(parents) and name == parents[depth] and stripped.endswith(":") and pad > indent:
+            depth, indent = depth + 1, pad
+        elif depth == len(parents) and name == leaf and ":" in stripped and pad > indent:
+            return f"{path}:{i}"
+    try:
+        defaults = _load_yaml(path).get("defaults") or []
+    except ConfigError:
+        return None
+    for part in reversed(list(defaults)):  # later parts override earlier ones
+        local = path.parent / f"{part}.yaml"
+        part_path = local if local.exists() else RECIPES_DIR / f"{part}.yaml"
+        if part_path.exists() and part_path not in seen:
+            hit = _key_line(part_path, dotted, (*seen, path))
+            if hit:
+                return hit
+    return None
 
 
 def _key_error_message(exc: OmegaConfBaseException, where: str, prefix: str = "") -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(exc).splitlines()[0]
     if key:
-        return f"{where}: invalid key '{prefix}{key}': {msg}"
+        line = _key_line(Path(where), f"{prefix}{key}") if where.endswith((".yaml", ".yml")) else None
+        return f"{line or where}: invalid key '{prefix}{key}': {msg}"
     return f"{where}: {msg}"
 
 
@@ -399,18 +316,25 @@ def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfi
         except OmegaConfBaseException as exc:
             raise ConfigError(_key_error_message(exc, "override")) from exc
     method_raw = raw.pop("method", None)
+    from vidbench.methods.registry import method_schema  # methods register their own schemas
+
     if method_raw is None or "name" not in method_raw:
-        raise ConfigError(f"{path}: the recipe needs a 'method' section with a 'name' ({sorted(METHOD_SCHEMAS)})")
-    method_name = method_raw["name"]
-    if method_name not in METHOD_SCHEMAS:
-        raise ConfigError(f"{path}: method.name '{method_name}' is unknown; choose one of {sorted(METHOD_SCHEMAS)}")
+        raise ConfigError(
+            f"{path}: the recipe needs a 'method' section with a 'name' (a built-in such as clip4clip, an "
+            "installed plugin's name, or package.module:Class; `vidbench list --methods` shows them)"
+        )
+    method_name = str(method_raw["name"])
+    try:
+        method_schema_cls = method_schema(method_name, search_dirs=[path.parent])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     schema = OmegaConf.structured(RootConfig)
     try:
         cfg = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
         raise ConfigError(_key_error_message(exc, str(path))) from exc
     try:
-        method_cfg = OmegaConf.merge(OmegaConf.structured(METHOD_SCHEMAS[method_name]), method_raw)
+        method_cfg = OmegaConf.merge(OmegaConf.structured(method_schema_cls), method_raw)
     except OmegaConfBaseException as exc:
         raise ConfigError(_key_error_message(exc, str(path), prefix="method.")) from exc
     OmegaConf.set_struct(cfg, False)

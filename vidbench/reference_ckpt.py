@@ -429,15 +429,14 @@ def _recipe_facts(path: Path) -> dict[str, Any] | None:
     """The method-relevant settings of a recipe, composed without validation (fast)."""
     from omegaconf import OmegaConf
 
-    from vidbench.config import METHOD_SCHEMAS, _compose_file
+    from vidbench.config import _compose_file
+    from vidbench.methods.registry import method_schema
 
     try:
         raw = _compose_file(path)
         method = raw.get("method") or {}
         name = method.get("name")
-        if name not in METHOD_SCHEMAS:
-            return None
-        m = OmegaConf.merge(OmegaConf.structured(METHOD_SCHEMAS[name]), method)
+        m = OmegaConf.merge(OmegaConf.structured(method_schema(str(name))), method)
         clip = str(OmegaConf.select(raw, "model.clip", default="") or "")
         frames = OmegaConf.select(raw, "data.max_frames", default=None)
     except Exception:  # a malformed recipe is not this module's business

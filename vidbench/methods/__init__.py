@@ -1,35 +1,19 @@
-"""One LightningModule per paper on a shared base; ``build_method`` picks it from the config."""
+"""One LightningModule per method on a shared base; ``build_method`` picks the registered one from the config.
+
+Methods register themselves (:mod:`vidbench.methods.registry`): the modules of this package, installed
+plugins (entry-point group ``vidbench.methods``) and ``package.module:Class`` paths in recipes.
+"""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from .base import RetrievalMethod
-
-
-def method_class(name: str) -> type[RetrievalMethod]:
-    if name == "clip4clip":
-        from .clip4clip import Clip4Clip
-
-        return Clip4Clip
-    if name == "drl":
-        from .drl import DRL
-
-        return DRL
-    if name == "eercf":
-        from .eercf import EERCF
-
-        return EERCF
-    if name == "hcq":
-        from .hcq import HCQ
-
-        return HCQ
-    if name == "hcq_mmt":
-        from .hcq_mmt import HcqMmt
-
-        return HcqMmt
-    raise ValueError(f"unknown method '{name}'")
+from .registry import method_class
 
 
 def build_method(cfg: DictConfig) -> RetrievalMethod:
     return method_class(cfg.method.name)(cfg)
+
+
+__all__ = ["RetrievalMethod", "build_method", "method_class"]

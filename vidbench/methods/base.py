@@ -58,12 +58,18 @@ class ScoringProtocol:
     index_bytes_per_video: float | None = None
     dsl: bool = False  # also report dual-softmax on this protocol's scores (as protocol "dsl")
     mmt_metrics: bool = False  # also record HCQ's (MMT's) metric family as the entry's "metrics_mmt"
+    # One sentence for the leaderboard saying what is scored, what the index stores per video and whether it is
+    # transductive; written to result.json, where it replaces the generic sentence (plugins set it; the
+    # built-ins' sentences live in vidbench/results/protocols.py).
+    description: str | None = None
 
 
 class RetrievalMethod(L.LightningModule, ABC):
     """Base class, encoder-agnostic; subclasses implement the abstract method contract below."""
 
-    method_name = "base"
+    method_name = "base"  # the family written to result.json ("method"); every method sets its own
+    config_schema: type | None = None  # the dataclass of its method.* keys (set by @register_method or by hand)
+    base_protocol_description: str | None = None  # leaderboard sentence of the main protocol (plugins)
 
     def __init__(self, config: DictConfig | dict) -> None:
         super().__init__()
@@ -160,6 +166,7 @@ class RetrievalMethod(L.LightningModule, ABC):
                 match_flops=lambda n: self.match_flops_per_query(n, text, video),
                 index_bytes_per_video=self.index_bytes_per_video(video),
                 dsl=bool(self.cfg.eval.dsl),
+                description=self.base_protocol_description,
             )
         ]
 
@@ -310,6 +317,8 @@ class RetrievalMethod(L.LightningModule, ABC):
             board.update(sims, rows)
             flat = board.compute()
             entry: dict[str, Any] = {"postprocess": proto.postprocess, "metrics": _plain(flat)}
+            if proto.description:
+                entry["description"] = proto.description
             strict = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("strict/")}
             if strict:
                 entry["strict"] = strict

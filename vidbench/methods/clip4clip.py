@@ -9,14 +9,25 @@ scale multiplies them in training (and the reference applies it at test time too
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from vidbench.models.pooling import l2_normalize, mean_pool_frames
 from vidbench.models.temporal import SeqTransf
 
 from .base import ClipMethod, Features
+from .registry import register_method
 
 
+@dataclass
+class Clip4ClipMethod:
+    name: str = "clip4clip"
+    sim_header: str = "meanP"  # meanP | seqTransf
+    temporal_layers: int = 4
+
+
+@register_method(Clip4ClipMethod)
 class Clip4Clip(ClipMethod):
     method_name = "clip4clip"
 

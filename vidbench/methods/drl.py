@@ -13,6 +13,8 @@ Interaction ``dp`` is DRL's CLIP4Clip-meanP-equivalent baseline (EOT vector vs m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from vidbench.models.cdcr import cdcr_loss
@@ -30,11 +32,27 @@ from vidbench.models.losses import symmetric_infonce
 from vidbench.models.temporal import SeqTransf
 
 from .base import ClipMethod, Features
+from .registry import register_method
 
 _INTERACTIONS = {"dp": "DP", "ti": "TI", "wti": "WTI"}
 _AGGREGATIONS = {"none": "None", "seqTransf": "seqTransf"}
 
 
+@dataclass
+class DRLMethod:
+    name: str = "drl"
+    interaction: str = "wti"  # dp | ti | wti
+    agg_module: str = "seqTransf"  # none | seqTransf
+    temporal_layers: int = 4
+    wti_arch: int = 2  # 1: Linear; 2: Linear-ReLU-Linear (published); 3: two hidden layers
+    padding: str = "zero"  # zero: padded similarities are 0 inside the max (reference) | neg_inf
+    cdcr: int = 3  # 0 off; 1 random token/frame pairs; 2 argmax pairs (TI); 3 weighted argmax pairs (WTI)
+    cdcr_alpha1: float = 0.11  # diagonal weight (README main command; the script uses 0.14)
+    cdcr_alpha2: float = 0.0  # off-diagonal weight (0 in every published config)
+    cdcr_lambda: float = 0.001
+
+
+@register_method(DRLMethod)
 class DRL(ClipMethod):
     method_name = "drl"
 

@@ -28,6 +28,7 @@ As in the reference, the v2t metrics of a rerank protocol come from the t2v-rera
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,10 +53,50 @@ from vidbench.models.pooling import l2_normalize, mean_pool_frames
 from vidbench.models.temporal import SeqTransf
 
 from .base import ClipMethod, Features, ScoringProtocol
+from .registry import register_method
 
 FRAME_KEYS = ("frames_raw", "frames", "frame_mask")
 
 
+@dataclass
+class EercfRerankMix:
+    """EERCF's test-time rerank mix (spec A.5; the reference hard-codes these, unlike its training mix)."""
+
+    video: float = 0.5
+    frame_weak: float = 0.8
+    frame_tib: float = 0.2
+    patch_weak: float = 0.2
+    patch_tib: float = 0.0
+
+
+@dataclass
+class EercfMethod:
+    name: str = "eercf"
+    temporal_layers: int = 4  # seqTransf blocks (cross_num_hidden_layers)
+    # training mix (spec A.4): L = weak * sym(weak mix) + strong * sym(strong mix) + pearson * L_intra
+    video_weight: float = 0.5
+    weakframe_weight: float = 0.5
+    weakpatch_weight: float = 0.05
+    strongframe_weight: float = 1.0
+    strongpatch_weight: float = 0.0
+    weak_loss_weight: float = 0.8
+    strong_loss_weight: float = 0.2
+    pearson_weight: float = 0.001  # cdcl_loss_weight
+    pearson_diag: float = 0.14
+    pearson_offdiag: float = 0.0
+    pearson_video: float = 1.0  # (text, coarse video)
+    pearson_frame: float = 1.0  # (text, frame TIB)
+    pearson_patch: float = 0.0  # (text, patch TIB)
+    frame_weak_temperature: float = 0.01
+    patch_temperature: float = 0.01
+    frame_tib_temperature: float = 0.1
+    mask_padded_frames: bool = False  # False: padded frames enter the softmaxes (reference)
+    rerank_k: int = 50  # two-stage: candidates recalled per text by the coarse score
+    rerank_mix: EercfRerankMix = field(default_factory=EercfRerankMix)
+    index_patches: bool = True  # keep patch features in the test index (needed by the patch rerank terms)
+
+
+@register_method(EercfMethod)
 class EERCF(ClipMethod):
     method_name = "eercf"
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,7 @@ from vidbench.models.quantization import (
 from vidbench.models.temporal import SeqTransf
 
 from .base import ClipMethod, Features, ScoringProtocol
+from .registry import register_method
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,42 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+@dataclass
+class HcqMethod:
+    """HCQ head on CLIP features (spec methods-eercf-hcq.md Part B; Part D option b)."""
+
+    name: str = "hcq"
+    sim_header: str = "meanP"  # frames for the coarse level and GhostVLAD: meanP (CLIP frames) | seqTransf
+    temporal_layers: int = 4
+    fine_levels: int = 7  # L: GhostVLAD clusters, one fine level each
+    ghost_clusters: int = 1
+    vlad_mode: str = "reference"  # reference (ghost dropped before softmax, mask x logits) | textbook
+    vlad_batch_norm: bool = True
+    num_subspaces: int = 32  # M sub-codebooks per level (must divide the embedding size)
+    num_codewords: int = 256  # K codewords per sub-codebook (<= 256: one byte per code)
+    alpha: float = 1.0  # soft-code sharpness
+    quantizer_batch_norm: bool = True  # BatchNorm1d(M) on the codeword similarities (soft codes only)
+    temperature: float = 0.05  # AQ-CL tau (0.07 for ActivityNet)
+    # loss and score: cls_weight * coarse + vlad_weight * mean over the L fine levels (the reference's
+    # per-config pair: 0.125 / 0.875 for its L = 7 configs; L = 1: 2.0 / 2.0; L = 3: 1.3333 / 2.0;
+    # L = 15: 1.0667 / 2.0; L = 31: 1.0323 / 2.0)
+    cls_weight: float = 0.125
+    vlad_weight: float = 0.875
+    debias_prior: float = 0.0  # tau+ of the fine levels' debiased InfoNCE (0 in every reference config)
+    code_loss_weight: float = 0.0  # soft-code InfoNCE term (0 in every reference config)
+    pq_reg_loss_weight: float = 0.0  # sum_d (x_normalized - x_hat)^2 per row (0 in every reference config)
+    smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
+    smoothing_epochs: int | None = None  # E; default trainer.max_epochs
+    kmeans_iters: int = 10
+    kmeans_stop: str = "all"  # all: run every iteration (what the reference effectively does) | converged
+    kmeans_tol: float = 1e-5  # kmeans_stop=converged: stop a sub-codebook once MSE(old, new) <= tol
+    kmeans_empty: str = "zero"  # zero (reference: dead codeword) | keep (previous codeword)
+    kmeans_cache: int = 65536  # embeddings (text + video) cached per level per rank per epoch, uniform sample
+    export_faiss: bool = True  # write <run_dir>/hcq_index.faiss for the test gallery
+    eval_faiss: bool = False  # extra protocol "faiss": the test gallery searched through FAISS
+
+
+@register_method(HcqMethod)
 class HCQ(ClipMethod):
     method_name = "hcq"
 

@@ -20,7 +20,7 @@ Optimiser and schedule are the reference's: Adam (``optim.lr``, ``optim.weight_d
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,11 +34,30 @@ from vidbench.models.gating import TextExpertHead
 from vidbench.models.mmt import MMT_VIDEO_CONFIGS, MmtVideoEncoder, tiny_mmt_config
 
 from .base import Features, RetrievalMethod
-from .hcq import HCQ
+from .hcq import HCQ, HcqMethod
+from .registry import register_method
 
 BACKBONE = "MMT experts + BERT"
 
 
+@dataclass
+class HcqMmtMethod(HcqMethod):
+    """HCQ as published: MMT expert features + the MMT video transformer, BERT text (spec hcq-original.md).
+
+    The HCQ head keys are HcqMethod's (``sim_header`` / ``temporal_layers`` do not apply here).
+    """
+
+    name: str = "hcq_mmt"
+    bert: str = "bert-base-cased"  # hub id (local HF cache), local folder, or "tiny" (tests)
+    tokenizer: str | None = None  # folder or hub id holding vocab.txt; default: bert
+    text_dropout: float = 0.2  # text BERT hidden + attention dropout (0.25 for 1k-B and LSMDC)
+    video_bert: str = "msrvtt"  # MMT video transformer config: msrvtt | lsmdc | activitynet | tiny
+    video_dropout: float | None = None  # override the config's hidden + attention dropout
+    lr_step_epochs: int = 1  # StepLR after every step_epochs epochs (ActivityNet: 2)
+    lr_gamma: float = 0.95  # StepLR factor (ActivityNet: 0.85)
+
+
+@register_method(HcqMmtMethod)
 class HcqMmt(HCQ):
     """HCQ's head on the MMT video transformer and BERT (see the module docstring)."""
 

@@ -345,6 +345,15 @@ def _build_row(
     return row
 
 
+def recorded_description(row: LeaderboardRow, protocol: str) -> str:
+    """The sentence the method recorded for ``protocol`` in its result.json ("" when none: a built-in)."""
+    for run in row.runs:
+        text = run.record["protocols"].get(protocol, {}).get("description")
+        if isinstance(text, str) and text.strip():
+            return text
+    return ""
+
+
 def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> dict[str, str]:
     cells = {
         "Method": row.display_label,
@@ -445,8 +454,10 @@ def _mmt_tables(table: LeaderboardTable) -> list[str]:
 def _table_markdown(table: LeaderboardTable, out_dir: Path) -> str:
     lines = [f"### {table.key.title}", ""]
     sentences: dict[str, list[str]] = {}
-    for method in sorted({r.method for r in table.rows}):
-        sentences.setdefault(describe_protocol(table.key.protocol, method=method).sentence, []).append(method)
+    for method, recorded in sorted({(r.method, recorded_description(r, table.key.protocol)) for r in table.rows}):
+        info = describe_protocol(table.key.protocol, method=method, description=recorded)
+        if method not in sentences.setdefault(info.sentence, []):
+            sentences[info.sentence].append(method)
     if len(sentences) == 1:
         lines += [next(iter(sentences)), ""]
     else:
@@ -472,8 +483,8 @@ def _legend(tables: Sequence[LeaderboardTable]) -> list[str]:
     """One sentence per protocol (per method family where the procedure differs), deduplicated."""
     by_sentence: dict[str, list[str]] = {}
     for t in tables:
-        for method in sorted({r.method for r in t.rows}):
-            info = describe_protocol(t.key.protocol, method=method)
+        for method, recorded in sorted({(r.method, recorded_description(r, t.key.protocol)) for r in t.rows}):
+            info = describe_protocol(t.key.protocol, method=method, description=recorded)
             names = by_sentence.setdefault(info.sentence, [])
             tag = f"`{t.key.protocol}`" + (f" ({method})" if t.key.protocol.split("@best")[0] == "base" else "")
             if tag not in names:

@@ -102,7 +102,12 @@ def build_headlines(tables: Sequence[Any]) -> list[Headline]:
             for row in table.rows:
                 selection = {r.record["protocols"][protocol].get("selection") for r in row.runs} - {None}
                 info = describe_protocol(
-                    protocol, method=row.method, selection="best-on-test" if "best-on-test" in selection else None
+                    protocol,
+                    method=row.method,
+                    selection="best-on-test" if "best-on-test" in selection else None,
+                    description=next(
+                        (d for r in row.runs if (d := r.record["protocols"][protocol].get("description"))), None
+                    ),
                 )
                 core = protocol.split("@best-on-test")[0]
                 if core in SAME_AS_BASE:

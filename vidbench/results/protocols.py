@@ -4,7 +4,8 @@ The leaderboard never puts two protocols in one column, so a reader must be told
 is scored, what the index stores per video, and whether it is transductive (uses every test query at
 once) or oracle-selected (a checkpoint chosen on the test split). Names follow the writers in
 ``vidbench/methods`` (``base``, ``dsl``, EERCF's ``rerank@k`` / ``rerank@k-frames``, HCQ's ``dense`` /
-``v2t-codes`` / ``faiss``), combined with ``+dsl`` and the ``@best-on-test`` selection suffix.
+``v2t-codes`` / ``faiss``), combined with ``+dsl`` and the ``@best-on-test`` selection suffix. A method
+outside this repository records its own sentence in ``result.json`` (``ScoringProtocol.description``).
 """
 
 from __future__ import annotations
@@ -90,16 +91,20 @@ def _core_sentence(core: str, method: str | None) -> str | None:
     return None
 
 
-def describe_protocol(name: str, *, method: str | None = None, selection: str | None = None) -> ProtocolInfo:
+def describe_protocol(
+    name: str, *, method: str | None = None, selection: str | None = None, description: str | None = None
+) -> ProtocolInfo:
     """The sentence and kind of a protocol name as written in ``result.json``.
 
     ``method`` lets ``base`` say what the method's own main procedure is (HCQ's codes, EERCF's coarse pass).
-    An unknown name gets a sentence that says so rather than a guess.
+    ``description`` is the sentence the method recorded for this protocol (``protocols.<name>.description``,
+    how a plugin method explains its own procedure); it wins over the sentences known here. An unknown name
+    without one gets a sentence that says so rather than a guess.
     """
     core, oracle = split_selection(name, selection)
     with_dsl = core.endswith("+dsl")
     inner = core[: -len("+dsl")] if with_dsl else core
-    sentence = _core_sentence(inner, method)
+    sentence = description.strip() if description and description.strip() else _core_sentence(inner, method)
     transductive = with_dsl or inner == "dsl"
     if sentence is None:
         sentence = (

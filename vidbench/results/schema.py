@@ -30,7 +30,9 @@ writers stay readable)::
                                                                      #  never shown in a column with "metrics"
                  "match_flops_per_query": float,                     # optional override
                  "ms_per_query": float,                              # optional override
-                 "index_bytes_per_video": float},                    # optional override
+                 "index_bytes_per_video": float,                     # optional override
+                 "description": str},                                # optional: the method's own sentence
+                                                                     #  for the leaderboard (plugins)
         "dsl": {...}, "rerank@50": {...}
       },
       "efficiency": {"params_total": int, "params_trainable": int,
@@ -176,6 +178,7 @@ def _check_protocols(p: Any, problems: list[str]) -> None:
         if entry.get("metrics_mmt") is not None:
             _check_metrics(entry["metrics_mmt"], f"{where}.metrics_mmt", problems, keys=MMT_METRIC_KEYS)
         _check_str(entry, "postprocess", f"{where}.", problems, required=False)
+        _check_str(entry, "description", f"{where}.", problems, required=False)
         for k in PROTOCOL_COST_FIELDS:
             if entry.get(k) is not None and not _is_number(entry[k]):
                 problems.append(f"'{where}.{k}' must be a finite number or null, got {entry[k]!r}")
