@@ -183,3 +183,35 @@ def test_builtins_register_through_the_registry_without_a_name_list():
         assert entry.source.startswith("built-in vidbench.methods.") and entry.import_root is None
         assert not registry.contract_problems(entry.cls)
         assert entry.schema.__name__ in {"Clip4ClipMethod", "DRLMethod", "EercfMethod", "HcqMethod", "HcqMmtMethod"}
+
+
+def test_submit_gives_a_dotted_path_plugin_its_folder_and_the_recipe_path(tmp_path, isolated_registry):
+    """The sbatch script of a plugin that is not installed exports the folder it was imported from; under a
+    stand-in srun, the task's Python (started in another folder) finds the plugin's package."""
+    import os
+    import subprocess
+
+    from vidbench import slurm
+
+    over = [f"method.name={DOTTED}", f"paths.runs_dir={tmp_path / 'runs'}", "trainer.accelerator=cpu"]
+    relative = os.path.relpath(RECIPE)  # as a user types it; the script gets the absolute path
+    (sub,) = slurm.submit([(relative, 0)], over, dry_run=True, workdir=tmp_path)
+    assert f"export PYTHONPATH={PLUGIN_DIR}" + '"${PYTHONPATH:+:${PYTHONPATH}}"' in sub.text
+    assert sub.tasks[0].recipe == str(RECIPE)  # absolute: the job may run in another folder (--chdir)
+    builtin = slurm.submit([("clip4clip-meanp_tiny_8f_b64_synth-msrvtt", 0)], over[1:], dry_run=True, workdir=tmp_path)
+    assert "PYTHONPATH" not in builtin[0].text
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # the stand-in drops srun's flags and runs, in the task's environment, a probe for the plugin's package
+    probe = "import importlib.util as u; print('FOUND', u.find_spec('vidbench_maxpool').origin)"
+    (bin_dir / "srun").write_text(f'#!/bin/bash\nexec {sys.executable} -c "{probe}"\n')
+    (bin_dir / "srun").chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(sub.text)
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "1", "PYTHONPATH": repo}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, cwd=tmp_path).returncode
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"FOUND {PLUGIN_DIR / 'vidbench_maxpool' / '__init__.py'}" in out.stdout

@@ -123,6 +123,9 @@ class Task:
     seed: int
     run_dir: Path
     overrides: tuple[str, ...] = ()
+    # Folders a plugin method was imported from (not installed, e.g. ``method.name: pkg.mod:Cls`` found
+    # beside its recipe): the job's PYTHONPATH gets them, so the task and its requeues import the same code.
+    python_path: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -172,7 +175,7 @@ if [ -f "${RUN_DIR}/result.json" ]; then
 fi
 mkdir -p "${RUN_DIR}"
 cd {{workdir}}
-{{setup}}export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
+{{setup}}{{pythonpath}}export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 
 # One process per task: Lightning's SLURMEnvironment takes the ranks from SLURM. The log goes to the run directory.
 srun --unbuffered --kill-on-bad-exit=1 --label --open-mode=append --output="${RUN_DIR}/slurm-%j.log" \\
@@ -226,12 +229,21 @@ def render_script(
         "setup": "".join(f"{line}\n" for line in res.setup),
         "python": shlex.quote(python),
         "overrides": "".join(f" {shlex.quote(o)}" for o in shared),
+        "pythonpath": _pythonpath_line(tasks),
     }
 
     def fill(m: re.Match) -> str:
         return values[m.group(1)]
 
     return re.sub(r"\{\{(\w+)\}\}", fill, _TEMPLATE)
+
+
+def _pythonpath_line(tasks: list[Task]) -> str:
+    """``export PYTHONPATH=...`` for plugin methods that are not installed (empty when none is needed)."""
+    folders = list(dict.fromkeys(p for t in tasks for p in t.python_path))
+    if not folders:
+        return ""
+    return f"export PYTHONPATH={shlex.quote(':'.join(folders))}" + '"${PYTHONPATH:+:${PYTHONPATH}}"\n'
 
 
 def _job_overrides(cfg: DictConfig, res: Resources, user: list[str], said: set[str]) -> tuple[str, ...]:
@@ -274,7 +286,11 @@ def plan(
         res = Resources.from_config(cfg.slurm, **cli_resources)
         out = run_dir(cfg)
         out = out if out.is_absolute() else workdir / out
-        task = Task(recipe, int(seed), out, _job_overrides(cfg, res, mine, said))
+        from vidbench.methods.registry import method_entry  # loaded by compose already
+
+        root = method_entry(cfg.method.name).import_root
+        where = str(Path(recipe).resolve()) if Path(recipe).suffix in {".yaml", ".yml"} else recipe  # any --chdir
+        task = Task(where, int(seed), out, _job_overrides(cfg, res, mine, said), (str(root),) if root else ())
         key = (res, task.overrides)
         if key not in groups:
             groups[key] = (res, [])
