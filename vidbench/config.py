@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -57,6 +58,15 @@ class MmtDataConfig:
 
 
 @dataclass
+class CustomDataConfig:
+    """``data.dataset: custom``: your own annotation files (vidbench/data/datasets/custom.py)."""
+
+    name: str = "custom"  # the dataset's name in result.json and on the leaderboard
+    annotations: str = "{split}.csv"  # under data.root; {split} -> the split; .csv, .tsv or .jsonl
+    captions: str = "multi"  # multi: each row is a query (multi-caption) | paragraph: a clip's rows joined
+
+
+@dataclass
 class DataConfig:
     dataset: str = "msrvtt"
     root: str = "${paths.data_root}/msrvtt"
@@ -78,6 +88,7 @@ class DataConfig:
     missing_policy_train: str = "skip"  # skip | fail
     missing_policy_test: str = "fail"  # fail | skip (skips are counted in result.json)
     mmt: MmtDataConfig | None = None  # set: MMT expert features instead of videos (HCQ as published)
+    custom: CustomDataConfig | None = None  # set with dataset: custom (your own annotation files)
 
 
 @dataclass
@@ -315,6 +326,11 @@ def compose(recipe: str | Path, overrides: list[str] | None = None) -> DictConfi
             raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
         except OmegaConfBaseException as exc:
             raise ConfigError(_key_error_message(exc, "override")) from exc
+        except yaml.YAMLError as exc:  # a value YAML reads as syntax, e.g. {split}.csv
+            raise ConfigError(
+                f"override value in {list(overrides)} is not valid YAML ({str(exc).splitlines()[0]}); quote it, "
+                "e.g. \"data.custom.annotations='{split}.csv'\""
+            ) from exc
     method_raw = raw.pop("method", None)
     from vidbench.methods.registry import method_schema  # methods register their own schemas
 
@@ -372,7 +388,7 @@ _OPERATIONAL_KEYS = (
 
 # Keys added after results were first published: left out of the hash while at these values, so a config
 # that does not use them keeps the hash it always had.
-_LATER_KEYS_AT_DEFAULT = {"data.mmt": None, "eval.select_on_test": False}
+_LATER_KEYS_AT_DEFAULT = {"data.mmt": None, "data.custom": None, "eval.select_on_test": False}
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -119,7 +119,7 @@ def preflight(
                 continue
             checked_data.add(key)
             try:
-                index = load_split(d.dataset, d.root, split, video_root=d.video_root)
+                index = load_split(d.dataset, d.root, split, video_root=d.video_root, options=d.get("custom"))
             except VidbenchError as exc:
                 problems.append(f"{d.dataset}/{split}: {exc}")
                 continue

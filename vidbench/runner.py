@@ -42,6 +42,7 @@ from vidbench.checkpointing import (
 from vidbench.config import config_hash, run_dir
 from vidbench.console import EpochLine, interactive, tidy_lightning_logging
 from vidbench.data.datamodule import RetrievalDataModule
+from vidbench.data.datasets import dataset_name
 from vidbench.data.text import build_tokenizer
 from vidbench.errors import ConfigError, VidbenchError
 from vidbench.io import ensure_writable, write_text_atomic
@@ -262,7 +263,7 @@ def build_result(
         "config_hash": config_hash(cfg),
         "git_commit": sha,
         "git_dirty": dirty,
-        "dataset": cfg.data.dataset,
+        "dataset": dataset_name(cfg.data),
         "split": cfg.data.test_split,
         # an imported checkpoint was trained elsewhere, on a split this config does not know
         "train_split": cfg.data.train_split if ckpt is not None and ckpt.origin == "vidbench" else None,

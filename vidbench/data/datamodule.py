@@ -249,7 +249,13 @@ class RetrievalDataModule(L.LightningDataModule):
         return self.cfg.train_split if stage == "train" else self.cfg.test_split
 
     def load_index(self, stage: str) -> SplitIndex:
-        index = load_split(self.cfg.dataset, self.cfg.root, self._split_name(stage), video_root=self.cfg.video_root)
+        index = load_split(
+            self.cfg.dataset,
+            self.cfg.root,
+            self._split_name(stage),
+            video_root=self.cfg.video_root,
+            options=self.cfg.get("custom"),
+        )
         require_some_videos(index)  # before a frame cache of failed rows is written
         return index
 

@@ -220,7 +220,7 @@ def verify_data(cfg: Any, which: str = "both", *, out_dir: str | Path | None = N
     report = VerifyReport(test_split=d.test_split)
     for split in dict.fromkeys(chosen):
         try:
-            index = load_split(d.dataset, d.root, split, video_root=d.video_root)
+            index = load_split(d.dataset, d.root, split, video_root=d.video_root, options=d.get("custom"))
         except VidbenchError as exc:
             report.unreadable.append(split)
             report.blocks.append(f"{d.dataset} {split}: cannot read the annotations:\n  {exc}".replace("\n", "\n  "))

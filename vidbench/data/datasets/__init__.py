@@ -1,15 +1,18 @@
 """Dataset adapters: parse the annotation files users have into a :class:`~vidbench.data.types.SplitIndex`.
 
-Each module exposes ``SPLITS`` and ``load_split(root, split, *, video_root=None)``. ``DEFAULTS`` holds each
+Each module exposes ``SPLITS`` and ``load_split(root, split, *, video_root=None)`` (``custom`` also takes the
+recipe's ``data.custom`` options and accepts any split name). ``DEFAULTS`` holds each
 dataset's standard sampling settings from the CLIP4Clip-family run scripts (spec/datasets.md §0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from vidbench.data.datasets import activitynet, didemo, lsmdc, msrvtt, msvd, vatex
+from vidbench.data.datasets import activitynet, custom, didemo, lsmdc, msrvtt, msvd, vatex
 from vidbench.data.types import SplitIndex
 from vidbench.errors import ConfigError
 
@@ -20,6 +23,7 @@ DATASETS: dict[str, ModuleType] = {
     "lsmdc": lsmdc,
     "activitynet": activitynet,
     "didemo": didemo,
+    "custom": custom,  # your own annotation files (data.custom; README "Your own dataset")
 }
 
 _SHORT = {"max_words": 32, "max_frames": 12, "framerate": 1, "slice_framepos": 2}
@@ -42,11 +46,28 @@ def get_dataset(dataset: str) -> ModuleType:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}") from None
 
 
+def dataset_name(data: Any) -> str:
+    """The dataset as result.json and the leaderboard name it: ``data.custom.name`` for a custom dataset."""
+    if data.dataset == "custom":
+        return str(((data.get("custom") or {}).get("name")) or "custom")
+    return str(data.dataset)
+
+
 def load_split(
-    dataset: str, root: str | Path, split: str, *, video_root: str | Path | None = None
+    dataset: str,
+    root: str | Path,
+    split: str,
+    *,
+    video_root: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> SplitIndex:
-    """Index ``split`` of ``dataset``: annotation files in ``root``, videos anywhere under ``video_root``."""
+    """Index ``split`` of ``dataset``: annotation files in ``root``, videos anywhere under ``video_root``.
+
+    ``options`` is the recipe's ``data.custom`` section, read by the ``custom`` adapter only.
+    """
     module = get_dataset(dataset)
+    if module is custom:
+        return custom.load_split(root, split, video_root=video_root, options=options)
     if split not in module.SPLITS:
         raise ConfigError(
             f"unknown split {split!r} for dataset {dataset!r}; choose one of: {', '.join(module.SPLITS)}"
@@ -54,4 +75,4 @@ def load_split(
     return module.load_split(root, split, video_root=video_root)
 
 
-__all__ = ["DATASETS", "DEFAULTS", "get_dataset", "load_split"]
+__all__ = ["DATASETS", "DEFAULTS", "dataset_name", "get_dataset", "load_split"]
