@@ -50,7 +50,7 @@ def test_adc_equals_dense_cosine_on_the_reconstructed_vectors():
 
 
 def test_adc_in_query_groups_matches_one_pass(monkeypatch):
-    import vidbench.eval.adc as adc_module
+    import vidbench.models.pq_scoring as adc_module  # where adc_scores reads its budget
 
     codebooks, codes, queries, weights = _setup()
     whole = adc_scores(queries, codebooks, codes, weights)

@@ -215,3 +215,11 @@ def test_submit_gives_a_dotted_path_plugin_its_folder_and_the_recipe_path(tmp_pa
     out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert f"FOUND {PLUGIN_DIR / 'vidbench_maxpool' / '__init__.py'}" in out.stdout
+
+
+def test_help_is_a_sentence_for_people(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert "vidbench trains and evaluates text-to-video retrieval methods" in text
+    assert "``" not in text and ":mod:" not in text and "thin layer" not in text

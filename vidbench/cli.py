@@ -235,8 +235,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = (
+    "vidbench trains and evaluates text-to-video retrieval methods (CLIP4Clip, DRL, EERCF, HCQ, or your own "
+    "plugin) on the same data, protocols and metrics, and reports accuracy next to cost in one leaderboard."
+)
+EPILOG = (
+    "Start with `vidbench list`, then `vidbench fit RECIPE --test` and `vidbench aggregate`; "
+    "`vidbench COMMAND --help` explains each command."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vidbench", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

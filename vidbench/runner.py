@@ -64,7 +64,7 @@ def build_datamodule(cfg: DictConfig, method: RetrievalMethod) -> L.LightningDat
                 f"data.mmt is set (MMT expert features) but method '{cfg.method.name}' encodes videos; "
                 "use method hcq_mmt (recipes/hcq-mmt/) or remove data.mmt"
             )
-        from vidbench.methods.mmt_datamodule import MmtDataModule
+        from vidbench.data.mmt_datamodule import MmtDataModule
 
         return MmtDataModule(cfg.data, tokenizer, seed=cfg.run.seed)
     tokenizer = build_tokenizer(cfg.model.tokenizer or cfg.model.clip)

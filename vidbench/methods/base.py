@@ -7,12 +7,17 @@ BERT text (``vidbench.methods.hcq_mmt``). The heads are plain ``nn.Module``s of 
 forward takes features, so they are tested without any backbone. :class:`RetrievalMethod` knows neither
 encoder: it only sees the feature containers.
 
-A method supplies the contract of DESIGN.md: ``encode_text`` and ``encode_video`` return feature containers
-(dicts of tensors sharing the leading dimension), ``score`` maps (texts, videos) to a ``[n_text, n_video]``
-matrix as a pure function of the pairs (so the base can chunk it), and ``training_loss`` works on the
-globally gathered batch. The base does the rest: the gather with exact DDP gradients, the optimiser and
-schedule, encoding the test split once, chunked scoring, the reference metrics, and the efficiency figures
-of the result record.
+A method supplies the contract of DESIGN.md (written out for plugin authors in the README, "Add a method"):
+``config_schema`` (the dataclass of its ``method.*`` keys) and ``method_name`` / ``method_label`` /
+``variant`` / ``backbone_label``; ``encode_text`` and ``encode_video`` return feature containers (dicts of
+tensors sharing the leading dimension); ``score`` maps (texts, videos) to a ``[n_text, n_video]`` matrix as
+a pure function of the pairs (so the base can chunk it); ``training_loss`` works on the globally gathered
+batch; ``match_flops_per_query`` is its matching cost; ``protocols`` lists its scoring protocols, each with
+its costs and, for a method outside this repository, the leaderboard sentence (``description``). The base
+does the rest: the gather with exact DDP gradients, the optimiser and schedule, encoding the test split once,
+chunked scoring, the reference metrics, and the efficiency figures of the result record. Methods register
+with :func:`vidbench.methods.registry.register_method` (built-ins), an entry point of the group
+``vidbench.methods``, or a ``package.module:Class`` path in the recipe.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vidbench.eval.adc import adc_scores, dense_level_scores
+from vidbench.models.pq_scoring import adc_scores, dense_level_scores
 from vidbench.models.quantization import (
     Collective,
     EmbeddingReservoir,

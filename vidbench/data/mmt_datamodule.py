@@ -1,12 +1,13 @@
 """The LightningDataModule of the MMT feature path (HCQ as published), over :mod:`vidbench.data.mmt`.
 
-It lives beside the methods because it is the Lightning glue: the dataset, the loader rules and the
-query tokenizer are Lightning-free in ``vidbench.data``. Training draws ``data.mmt.samples_per_epoch``
-samples per epoch (sample i is video ``i % n``, shuffled per epoch by the seed-and-epoch sampler, one random
-caption and token subset per draw); the reference draws indices ``mod n`` from a huge permutation, i.e.
-effectively with replacement, so its batches can hold a video twice; here each epoch visits every video
-``samples_per_epoch / n`` times (same expectation, fewer in-batch duplicates). Evaluation has one query per
-test video (``indiv`` or ``cat``, per split), so query ``i`` belongs to video ``i``.
+It lives in ``data/`` beside the video DataModule (:mod:`vidbench.data.datamodule`); the dataset, the
+loader rules and the query tokenizer it wraps stay Lightning-free in :mod:`vidbench.data.mmt`. Training
+draws ``data.mmt.samples_per_epoch`` samples per epoch (sample i is video ``i % n``, shuffled per epoch by
+the seed-and-epoch sampler, one random caption and token subset per draw); the reference draws indices
+``mod n`` from a huge permutation, i.e. effectively with replacement, so its batches can hold a video
+twice; here each epoch visits every video ``samples_per_epoch / n`` times (same expectation, fewer
+in-batch duplicates). Evaluation has one query per test video (``indiv`` or ``cat``, per split), so
+query ``i`` belongs to video ``i``.
 """
 
 from __future__ import annotations
