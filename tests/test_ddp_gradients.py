@@ -27,6 +27,11 @@ GRAD_RECIPES = {
     "drl-wti-cdcr3": (DRL, []),
     "drl-ti-cdcr2": (DRL, ["method.interaction=ti", "method.cdcr=2", "method.cdcr_alpha2=0.06"]),
     "drl-dp-cdcr": (DRL, ["method.interaction=dp", "method.cdcr=1", "method.agg_module=none"]),
+    # the example plugin, by dotted path (each spawned rank imports it from the recipe's folder)
+    "plugin-maxpool-clip": (
+        str(Path(__file__).resolve().parent / "plugin_example" / "maxpool-clip_tiny_8f_b64_synth-msrvtt.yaml"),
+        ["method.name=vidbench_maxpool.method:MaxPoolClip"],
+    ),
 }
 CASES = [(name, "exact") for name in sorted(GRAD_RECIPES)] + [
     ("clip4clip-seqtransf", "reference"),

@@ -134,6 +134,7 @@ def test_broken_plugins_get_one_clear_error_and_never_break_list_or_builtins(tmp
         """,
     )
     _write_module(code, "not_a_method", "class Thing:\n    pass\n")
+    _write_module(code, "needs_dep", "import a_package_nobody_installed\n")
     _dist_info(
         tmp_path / "site",
         "broken-plugin",
@@ -152,6 +153,7 @@ def test_broken_plugins_get_one_clear_error_and_never_break_list_or_builtins(tmp
         "not_a_method:Thing": r"dotted path 'not_a_method:Thing'.*subclass vidbench.methods.base.RetrievalMethod",
         "not_a_method:Missing": r"dotted path 'not_a_method:Missing'.*has no attribute 'Missing'",
         "nowhere.mod:Cls": r"dotted path 'nowhere\.mod:Cls'.*module 'nowhere\.mod' not found",
+        "needs_dep:Cls": r"dotted path 'needs_dep:Cls' failed to import: ModuleNotFoundError.*a_package_nobody",
     }
     for name, message in expected.items():
         with pytest.raises(registry.MethodPluginError, match=message):
@@ -223,3 +225,22 @@ def test_help_is_a_sentence_for_people(capsys):
     text = capsys.readouterr().out
     assert "vidbench trains and evaluates text-to-video retrieval methods" in text
     assert "``" not in text and ":mod:" not in text and "thin layer" not in text
+
+
+def test_a_suite_outside_recipes_lists_recipe_files_beside_it(tmp_path):
+    from vidbench.suites import load_suite
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.yaml").write_text(RECIPE.read_text())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("recipes:\n  - mine/a.yaml\n  - clip4clip-meanp_tiny_8f_b64_synth-msrvtt\nseeds: [0, 1]\n")
+    loaded = load_suite(str(suite))
+    assert loaded.recipes == (str(tmp_path / "mine" / "a.yaml"), "clip4clip-meanp_tiny_8f_b64_synth-msrvtt")
+    assert loaded.runs()[:2] == [(str(tmp_path / "mine" / "a.yaml"), 0), (str(tmp_path / "mine" / "a.yaml"), 1)]
+
+
+def test_readme_shows_the_whole_example():
+    readme = (PLUGIN_DIR.parent.parent / "README.md").read_text()
+    for part in (PLUGIN_DIR / "vidbench_maxpool" / "method.py", RECIPE):
+        assert part.read_text().rstrip() in readme, f"README 'Add a method' no longer shows {part.name} as it is"
+    assert 'maxpool-clip = "vidbench_maxpool.method:MaxPoolClip"' in (PLUGIN_DIR / "pyproject.toml").read_text()

@@ -1,7 +1,8 @@
 """Reproduce suites: which recipes and seeds make up `make reproduce-<dataset>` and `make slurm-<dataset>`.
 
 A suite file ``recipes/suites/<name>.yaml`` lists recipe names and seeds; methods add their recipes to the
-list of each dataset they cover.
+list of each dataset they cover. A suite kept elsewhere (a plugin's) may also list recipe files relative to
+itself.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def load_suite(name_or_path: str) -> Suite:
     raw = OmegaConf.to_container(OmegaConf.load(path))
     if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds"} or not raw.get("recipes"):
         raise ConfigError(f"{path}: a suite holds exactly 'recipes' (a non-empty list) and 'seeds'")
+    recipes = []
     for recipe in raw["recipes"]:
+        beside = path.parent / str(recipe)  # a recipe file named relative to a suite kept outside recipes/
+        if beside.suffix in {".yaml", ".yml"} and beside.is_file():
+            recipe = str(beside.resolve())
         find_recipe(recipe)  # fail early, naming the recipe
-    return Suite(path.stem, tuple(raw["recipes"]), tuple(int(s) for s in raw.get("seeds", [0])))
+        recipes.append(recipe)
+    return Suite(path.stem, tuple(recipes), tuple(int(s) for s in raw.get("seeds", [0])))

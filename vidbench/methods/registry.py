@@ -166,6 +166,8 @@ def _import_dotted(path: str, search_dirs: Iterable[Path]) -> MethodEntry:
             importlib.invalidate_caches()
             module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if exc.name and not (module_name + ".").startswith(exc.name + "."):  # the plugin lacks a dependency
+            raise MethodPluginError(f"method {source} failed to import: ModuleNotFoundError: {exc}") from exc
         looked = ", ".join(extra) or "nothing else"
         raise MethodPluginError(
             f"method {source}: module '{module_name}' not found (searched sys.path and {looked}); "

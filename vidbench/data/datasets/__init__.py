@@ -23,8 +23,10 @@ DATASETS: dict[str, ModuleType] = {
     "lsmdc": lsmdc,
     "activitynet": activitynet,
     "didemo": didemo,
-    "custom": custom,  # your own annotation files (data.custom; README "Your own dataset")
 }
+# ``data.dataset: custom``: your own annotation files (data.custom; README "Your own dataset"). Kept apart from
+# DATASETS, the adapters of a published format with fixed splits and sampling defaults.
+CUSTOM = "custom"
 
 _SHORT = {"max_words": 32, "max_frames": 12, "framerate": 1, "slice_framepos": 2}
 _LONG = {"max_words": 64, "max_frames": 64, "framerate": 1, "slice_framepos": 2}
@@ -40,15 +42,17 @@ DEFAULTS: dict[str, dict] = {
 
 
 def get_dataset(dataset: str) -> ModuleType:
+    if dataset == CUSTOM:
+        return custom
     try:
         return DATASETS[dataset]
     except KeyError:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}") from None
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join([*DATASETS, CUSTOM])}") from None
 
 
 def dataset_name(data: Any) -> str:
     """The dataset as result.json and the leaderboard name it: ``data.custom.name`` for a custom dataset."""
-    if data.dataset == "custom":
+    if data.dataset == CUSTOM:
         return str(((data.get("custom") or {}).get("name")) or "custom")
     return str(data.dataset)
 
@@ -75,4 +79,4 @@ def load_split(
     return module.load_split(root, split, video_root=video_root)
 
 
-__all__ = ["DATASETS", "DEFAULTS", "dataset_name", "get_dataset", "load_split"]
+__all__ = ["CUSTOM", "DATASETS", "DEFAULTS", "dataset_name", "get_dataset", "load_split"]
