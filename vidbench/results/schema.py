@@ -11,7 +11,7 @@ writers stay readable)::
     {
       "schema_version": 1,
       "recipe": "clip4clip-meanp_vitb32_12f_b128_5e_msrvtt-9k_1ka",   # recipe name (no seed)
-      "method": "clip4clip",           # family: clip4clip | drl | eercf | hcq
+      "method": "clip4clip",           # family: clip4clip | drl | eercf | hcq | a plugin's method_name
       "variant": "meanP",              # e.g. seqTransf, WTI+seqTransf+CDCR, HCQ-on-CLIP
       "method_label": "CLIP4Clip (meanP)",   # what the leaderboard row shows
       "backbone": "ViT-B/32",          # or "tiny"
