@@ -10,7 +10,7 @@ Formats recognised by their keys (never by file name):
   ``global_mat_weight`` / ``frame_logit_weight``. A ``module.`` prefix (a DDP-wrapped save) is stripped.
   Key sets alone cannot tell CLIP4Clip from DRL's DP/TI variants (same parameters): such a file fits both, and
   the recipe decides the origin.
-- **hcq**: HCQ's trainer checkpoint (``checkpoint-epoch<N>.pth`` / ``model_best.pth``: a dict with
+- **hcq**: HCQ's trainer checkpoint (``checkpoint-epoch<N>.pth`` / ``trained_model.pth``, its best model: a dict with
   ``state_dict``, ``config``, ``epoch``, ...) holding the head as HCQ names it: ``ghost_vlad.clusters``
   ``[D, K+G]``, ``ghost_vlad.clusters2`` ``[1, D, K]``, ``ghost_vlad.batch_norm.*``, ``cls_pq_layer._C_k``
   ``[M, K, D/M]`` and ``vlad_pq_layers.{l}._C_k`` (with ``_C_v``, the same tensor in HCQ's "VQ" mode) and their
@@ -131,7 +131,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(
             path,
             f"cannot read it as a PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
-            "pass a file written by torch.save (CLIP4Clip's pytorch_model.bin.<epoch>, HCQ's model_best.pth, "
+            "pass a file written by torch.save (CLIP4Clip's pytorch_model.bin.<epoch>, HCQ's trained_model.pth, "
             "vidbench's last.ckpt); a truncated copy is the usual cause",
         ) from err
 
@@ -250,7 +250,7 @@ def detect(obj: Any, path: Path) -> Detected:
         path,
         f"not a checkpoint format vidbench knows (top level: {keys})",
         "pass vidbench's last.ckpt, CLIP4Clip/DRL/EERCF's pytorch_model.bin.<epoch> (a state dict with clip.*), "
-        "or HCQ's checkpoint-epoch<N>.pth / model_best.pth",
+        "or HCQ's checkpoint-epoch<N>.pth / trained_model.pth",
     )
 
 
