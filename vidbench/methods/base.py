@@ -141,6 +141,18 @@ class RetrievalMethod(L.LightningModule, ABC):
         """Extra scalars logged under ``train/`` every step (e.g. CLIP's logit scale)."""
         return {}
 
+    def optimiser_record(self) -> dict[str, Any]:
+        """The optimiser and schedule :meth:`configure_optimizers` trains with, for ``result.json``'s ``optim``
+        (so a run says whether it trained as the reference code, BertAdam, or with vidbench's AdamW)."""
+        o = self.cfg.optim
+        return {
+            "optimizer": str(o.optimizer),
+            "schedule": str(o.schedule),
+            "warmup_proportion": float(o.warmup_proportion),
+            "lr": float(o.lr),
+            "coef_lr": float(o.coef_lr),
+        }
+
     def score_bytes_per_pair(self) -> int:
         """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
         return 4
