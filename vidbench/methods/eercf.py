@@ -69,7 +69,7 @@ class EERCF(ClipMethod):
                 raise ConfigError(f"method.{key} must be > 0, got {m[key]}")
         if int(m.rerank_k) < 1:
             raise ConfigError(f"method.rerank_k must be >= 1 (candidates per text), got {m.rerank_k}")
-        self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+        self.temporal = SeqTransf.for_clip(self.clip, layers=m.temporal_layers)
         if self.clip.pretrained:
             self.temporal.init_from_clip_text(self.clip)
         dim = self.clip.embed_dim

@@ -77,7 +77,7 @@ class HCQ(ClipMethod):
             raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
         self.temporal = None
         if m.sim_header == "seqTransf":
-            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            self.temporal = SeqTransf.for_clip(self.clip, layers=m.temporal_layers)
             if self.clip.pretrained:
                 self.temporal.init_from_clip_text(self.clip)
         self.build_hcq(self.clip.embed_dim, f"backbone {self.clip.label}")
