@@ -236,6 +236,11 @@ class HcqMethod:
     debias_prior: float = 0.0  # tau+ of the fine levels' debiased InfoNCE (0 in every reference config)
     code_loss_weight: float = 0.0  # soft-code InfoNCE term (0 in every reference config)
     pq_reg_loss_weight: float = 0.0  # sum_d (x_normalized - x_hat)^2 per row (0 in every reference config)
+    # codewords are nn.Parameters the optimiser updates (the reference's pq_params.update_codebooks, true in every
+    # config), renormalised before each step and re-learnt by the end-of-epoch k-means. Only the two terms above
+    # reach them; with both at 0 their gradient is exactly 0 (the reference's Adam then never moves them), so they
+    # stay frozen, which also keeps DDP from flagging parameters without gradient.
+    update_codebooks: bool = True
     smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
     smoothing_epochs: int | None = None  # E; default trainer.max_epochs
     kmeans_iters: int = 10

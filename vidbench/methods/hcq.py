@@ -12,9 +12,11 @@ Levels (G = L + 1 embeddings of size D per text or video):
 
 Each level has its own product quantiser (M sub-codebooks x K codewords), shared by text and video.
 Training: AQ-CL (raw text vs. quantised video + quantised text vs. raw video) smoothed from the
-unquantised loss with ``cos(e pi / 2E)``; the codebooks are buffers learnt only by a spherical k-means at
-the end of every epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with
-the same codebooks). The temperature is fixed, so CLIP's logit scale is frozen (unused).
+unquantised loss with ``cos(e pi / 2E)``; the codebooks are learnt by a spherical k-means at the end of every
+epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with the same codebooks)
+and, when the soft-code term or the PQ regulariser is on (``method.update_codebooks``, as the reference), also
+by the optimiser, with every codeword renormalised before each step. The temperature is fixed, so CLIP's
+logit scale is frozen (unused).
 
 Protocols (each in result.json with its own metrics and costs; every one also carries ``metrics_mmt``, the
 metric family HCQ's tables use: MMT's tie-averaged ranks, R@50 and the geometric mean of R@1/5/10, see
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -120,6 +123,7 @@ class HCQ(ClipMethod):
                 vlad_batch_norm=m.vlad_batch_norm,
                 alpha=m.alpha,
                 quantizer_batch_norm=m.quantizer_batch_norm,
+                trainable_codebooks=self.codebooks_trained(),
             ),
         )
         self.num_levels = self.head.num_levels
@@ -208,6 +212,16 @@ class HCQ(ClipMethod):
             text_hard=text.get("hard"),
             video_hard=video.get("hard"),
         )
+
+    def codebooks_trained(self) -> bool:
+        """Codewords are optimiser-trained parameters: ``method.update_codebooks`` and a loss term reaching them
+        (the soft-code term or the PQ regulariser; AQ-CL's straight-through estimator gives them none)."""
+        m = self.cfg.method
+        return bool(m.update_codebooks) and bool(m.code_loss_weight or m.pq_reg_loss_weight)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """The reference renormalises every codeword before each step; a no-op for frozen codebooks."""
+        self.head.renormalize_codebooks()
 
     def cache_embeddings(self, text_levels: Tensor, video_levels: Tensor) -> None:
         for g, cache in enumerate(self._caches):
