@@ -219,7 +219,7 @@ def test_two_stage_with_k_equal_n_is_the_rerank_mix_of_every_pair(method):
             for i in range(5)
         ]
     )
-    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.double(), 100.0 + want, rtol=1e-5, atol=1e-6)  # the reference's 100 + ls * mix
 
 
 def test_two_stage_with_k_one_keeps_the_coarse_top1_and_candidates_outrank_the_rest(method):
@@ -247,13 +247,13 @@ def test_two_stage_with_k_one_keeps_the_coarse_top1_and_candidates_outrank_the_r
         assert order.tolist() == torch.argsort(torch.tensor(mixed), descending=True).tolist()
 
 
-def test_merge_reranked_lifts_only_when_needed():
-    coarse = torch.tensor([[0.9, 0.1, 0.5, 0.3]])
+def test_merge_reranked_scales_every_score_and_lifts_candidates_by_100():
+    coarse = torch.tensor([[0.9, 0.1, 0.5, 0.3]], dtype=torch.float64)
     cand = torch.tensor([[0, 2]])
-    out = merge_reranked(coarse, cand, torch.tensor([[-2.0, 3.0]]))
-    assert out[0, 1] == 0.1 and out[0, 3] == 0.3 and out[0, 2] > out[0, 0] > 0.3
-    whole = merge_reranked(coarse, torch.tensor([[3, 2, 1, 0]]), torch.tensor([[4.0, 3.0, 2.0, 1.0]]))
-    assert whole.tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    out = merge_reranked(coarse, cand, torch.tensor([[-0.2, 0.3]], dtype=torch.float64), logit_scale=20.0)
+    torch.testing.assert_close(out, torch.tensor([[100.0 - 4.0, 2.0, 106.0, 6.0]], dtype=torch.float64))
+    whole = merge_reranked(coarse, torch.tensor([[3, 2, 1, 0]]), torch.tensor([[4.0, 3.0, 2.0, 1.0]]).double())
+    assert whole.tolist() == [[101.0, 102.0, 103.0, 104.0]]
 
 
 def test_two_stage_protocol_is_chunk_invariant_over_texts(method):

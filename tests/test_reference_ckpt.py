@@ -467,9 +467,11 @@ def test_hcq_variants_are_refused_by_the_other_family_all_or_nothing(tmp_path) -
     with pytest.raises(CheckpointError) as err:
         load_into(method, broken, HCQ_MMT)
     msg = str(err.value)
-    assert "1 key(s) missing from the file, e.g. ['video_mmt.vid_bert.encoder.layer.1.output.dense.bias']" in msg
+    bias = "vid_bert.encoder.layer.1.output.dense.bias"
+    missing = f"{bias} (vidbench: video_mmt.{bias})"
+    assert f"1 key(s) missing from the file, e.g. {missing}" in msg  # the file's own name, vidbench's beside it
     assert "with other experts or depth than the recipe's, or an incomplete file" in msg
-    assert "['text_experts.moe_fc_txt.audio.weight']: HCQ's MMT/BERT encoders of another layout" in msg
+    assert "moe_fc_txt.audio.weight (vidbench: text_experts.moe_fc_txt.audio.weight): HCQ's MMT/BERT" in msg
     assert all(torch.equal(v, before[k]) for k, v in method.state_dict().items())  # nothing was loaded
 
 

@@ -102,7 +102,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adamw"  # adamw | bertadam (the reference optimiser, see methods/optim.py)
+    optimizer: str = "adamw"  # adamw | bertadam (CLIP4Clip/DRL/EERCF reference) | adam (HCQ); see methods/optim.py
     lr: float = 1e-4
     coef_lr: float = 1e-3  # CLIP parameters train at lr * coef_lr
     weight_decay: float = 0.2
@@ -186,7 +186,7 @@ _CHOICES = {
     "data.missing_policy_test": ("skip", "fail"),
     "data.fps_mode": ("int", "exact", "stride"),
     "data.slice_framepos": (0, 1, 2),
-    "optim.optimizer": ("adamw", "bertadam"),
+    "optim.optimizer": ("adamw", "bertadam", "adam"),
     "optim.schedule": ("warmup_cosine", "constant"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed"),
     "trainer.gather_grad": ("exact", "reference"),

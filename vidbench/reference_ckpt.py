@@ -10,7 +10,7 @@ Formats recognised by their keys (never by file name):
   ``global_mat_weight`` / ``frame_logit_weight``. A ``module.`` prefix (a DDP-wrapped save) is stripped.
   Key sets alone cannot tell CLIP4Clip from DRL's DP/TI variants (same parameters): such a file fits both, and
   the recipe decides the origin.
-- **hcq**: HCQ's trainer checkpoint (``checkpoint-epoch<N>.pth`` / ``model_best.pth``: a dict with
+- **hcq**: HCQ's trainer checkpoint (``checkpoint-epoch<N>.pth`` / ``trained_model.pth``, its best model: a dict with
   ``state_dict``, ``config``, ``epoch``, ...) holding the head as HCQ names it: ``ghost_vlad.clusters``
   ``[D, K+G]``, ``ghost_vlad.clusters2`` ``[1, D, K]``, ``ghost_vlad.batch_norm.*``, ``cls_pq_layer._C_k``
   ``[M, K, D/M]`` and ``vlad_pq_layers.{l}._C_k`` (with ``_C_v``, the same tensor in HCQ's "VQ" mode) and their
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from vidbench.errors import FileProblemError
-from vidbench.models.openai_clip import METADATA_KEYS, openai_to_hf
+from vidbench.models.openai_clip import METADATA_KEYS, hf_to_openai, openai_to_hf
 from vidbench.results.schema import CHECKPOINT_ORIGINS
 
 ORIGINS: tuple[str, ...] = CHECKPOINT_ORIGINS
@@ -131,7 +131,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(
             path,
             f"cannot read it as a PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
-            "pass a file written by torch.save (CLIP4Clip's pytorch_model.bin.<epoch>, HCQ's model_best.pth, "
+            "pass a file written by torch.save (CLIP4Clip's pytorch_model.bin.<epoch>, HCQ's trained_model.pth, "
             "vidbench's last.ckpt); a truncated copy is the usual cause",
         ) from err
 
@@ -250,7 +250,7 @@ def detect(obj: Any, path: Path) -> Detected:
         path,
         f"not a checkpoint format vidbench knows (top level: {keys})",
         "pass vidbench's last.ckpt, CLIP4Clip/DRL/EERCF's pytorch_model.bin.<epoch> (a state dict with clip.*), "
-        "or HCQ's checkpoint-epoch<N>.pth / model_best.pth",
+        "or HCQ's checkpoint-epoch<N>.pth / trained_model.pth",
     )
 
 
@@ -355,6 +355,43 @@ def _map_hcq_mmt(key: str, value: Tensor, out: dict[str, Tensor], leftover: list
         out[key] = value
 
 
+def file_key(key: str) -> str:
+    """The name a reference file gives the tensor vidbench calls ``key`` (the inverse of ``_map_reference``).
+
+    Keys already in a file's own naming (left-over file keys), and keys without a reference counterpart, come
+    back unchanged, so every key a refusal shows is one the user can look up in the file.
+    """
+    if key.startswith("clip.model."):
+        name = hf_to_openai(key[len("clip.model.") :])
+        return f"clip.{name}" if name else key
+    if key.startswith("temporal."):
+        return key[len("temporal.") :]
+    if key.startswith("text_bert.bert."):
+        return "txt_bert." + key[len("text_bert.bert.") :]
+    if key.startswith(("text_experts.", "video_mmt.")):
+        return key.split(".", 1)[1]
+    if key == "vlad.assignment":
+        return "ghost_vlad.clusters"
+    if key == "vlad.centers":
+        return "ghost_vlad.clusters2"
+    if key.startswith("vlad.bn."):
+        return "ghost_vlad.batch_norm." + key[len("vlad.bn.") :]
+    m = re.match(r"^quantizers\.(\d+)\.(codebook|bn\.(.+))$", key)
+    if m:
+        level = int(m.group(1))
+        layer = "cls_pq_layer" if level == 0 else f"vlad_pq_layers.{level - 1}"
+        return f"{layer}._C_k" if m.group(2) == "codebook" else f"{layer}.BatchNorm.{m.group(3)}"
+    return key
+
+
+def _shown(key: str, in_file_names: bool) -> str:
+    """A key as a refusal shows it: the file's own name, vidbench's beside it when they differ."""
+    if not in_file_names:
+        return key
+    name = file_key(key)
+    return name if name == key else f"{name} (vidbench: {key})"
+
+
 def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False, recipe_mmt: bool = False) -> str:
     """The likely reason one key is missing from (or left over in) the file (``recipe_temporal``: the recipe's
     method has a seqTransf; ``recipe_mmt``: it is HCQ on MMT features)."""
@@ -408,6 +445,31 @@ def _cause(key: str, det: Detected, missing: bool, recipe_temporal: bool = False
     if key.startswith("clip."):
         return "another CLIP architecture" if missing else "a CLIP parameter vidbench's CLIPModel does not have"
     return "not part of the recipe's method"
+
+
+_INCOMPLETE = (
+    "absent from the file, although every tensor it does hold has the recipe's shape: the file is incomplete "
+    "or edited (a tensor deleted or renamed), not another architecture"
+)
+
+
+def _incomplete(missing: list[str], leftover: list[str], shapes: list[str], det: Detected, recipe: str) -> bool:
+    """A few missing keys, nothing left over, every shape matching, and the file's layout (family, variant,
+    backbone, head sizes) the recipe's own: the file lacks tensors rather than being of another kind."""
+    if leftover or shapes or not missing or len(missing) > 4:
+        return False
+    facts = _own_facts(recipe)
+    return facts is not None and _fits(det, facts)
+
+
+def _own_facts(recipe: str) -> dict[str, Any] | None:
+    """The refusing recipe's method facts, when ``recipe`` names a recipe file."""
+    from vidbench.config import find_recipe
+
+    try:
+        return _recipe_facts(find_recipe(recipe))
+    except Exception:  # a run name that is not a recipe: no facts, no claim
+        return None
 
 
 def _shape_cause(key: str) -> str:
@@ -507,10 +569,8 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
     """
     notes: list[str] = []
     leftover: list[str] = []
-    if "vidbench" in det.origins or det.import_meta:
-        mapped = dict(det.state)
-    else:
-        mapped = _map_reference(det.state, leftover, notes)
+    in_file_names = not ("vidbench" in det.origins or det.import_meta)  # a reference file: show its own names
+    mapped = _map_reference(det.state, leftover, notes) if in_file_names else dict(det.state)
     expected = method.state_dict()
     recipe_mmt = any(k.startswith("video_mmt.") for k in expected)
     missing = sorted(k for k in expected if k not in mapped)
@@ -518,6 +578,7 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
     shapes = sorted(k for k in expected if k in mapped and tuple(mapped[k].shape) != tuple(expected[k].shape))
     if not (missing or leftover or shapes):
         return mapped, notes
+    incomplete = _incomplete(missing, leftover, shapes, det, recipe)
     lines = [
         f"it does not fit recipe {recipe} ({type(method).__name__}); nothing was loaded. The file: {det.describe()}."
     ]
@@ -528,27 +589,46 @@ def map_onto(det: Detected, method: nn.Module, path: Path, recipe: str) -> tuple
         if keys:
             causes: dict[str, list[str]] = {}
             for k in keys:
-                cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected), recipe_mmt)
-                causes.setdefault(cause, []).append(k)
+                if incomplete:
+                    cause = _INCOMPLETE
+                else:
+                    cause = _cause(k, det, is_missing, any(e.startswith("temporal.") for e in expected), recipe_mmt)
+                causes.setdefault(cause, []).append(_shown(k, in_file_names))
             for cause, ks in causes.items():
-                lines.append(f"  {len(ks)} key(s) {title}, e.g. {ks[:3]}: {cause}")
+                lines.append(f"  {len(ks)} key(s) {title}, e.g. {', '.join(ks[:3])}: {cause}")
     for k in shapes[:4]:
-        lines.append(f"  {k}: file {tuple(mapped[k].shape)} vs recipe {tuple(expected[k].shape)}: {_shape_cause(k)}")
+        lines.append(
+            f"  {_shown(k, in_file_names)}: file {tuple(mapped[k].shape)} vs recipe {tuple(expected[k].shape)}: "
+            f"{_shape_cause(k)}"
+        )
     lines.extend(f"  note: {n}" for n in notes)
-    fits = fitting_recipes(det)
-    if det.import_meta and det.import_meta.get("recipe"):
-        fix = f"this file was converted for recipe {det.import_meta['recipe']}: use that recipe"
-    elif det.trained_recipe:
-        fix = f"this file was trained with recipe {det.trained_recipe}: use that recipe"
-    elif fits:
-        fix = f"recipes that fit this file: {', '.join(fits)}"
-    elif det.hcq_encoders and (det.hcq_encoders == "mmt") != recipe_mmt:
+    raise CheckpointError(path, "\n".join(lines), _suggested_fix(det, recipe, recipe_mmt, incomplete))
+
+
+def _same_recipe(a: str | None, b: str) -> bool:
+    return a is not None and Path(a).stem == Path(b).stem
+
+
+def _suggested_fix(det: Detected, recipe: str, recipe_mmt: bool, incomplete: bool) -> str:
+    """What to do about a refusal; never the recipe that just refused the file."""
+    if incomplete:
+        return (
+            "the file has this recipe's layout but lacks the tensors named above: re-save it from the training run "
+            "(the whole model's state_dict) or restore the missing tensors; no other recipe will load it"
+        )
+    for known, how in ((det.import_meta or {}).get("recipe"), "converted for"), (det.trained_recipe, "trained with"):
+        if known and not _same_recipe(known, recipe):
+            return f"this file was {how} recipe {known}: use that recipe"
+        if known:
+            return f"this file was {how} this recipe but no longer matches its method: rebuild it with this code"
+    fits = [r for r in fitting_recipes(det, limit=7) if not _same_recipe(r, recipe)][:6]
+    if fits:
+        return f"recipes that fit this file: {', '.join(fits)}"
+    if det.hcq_encoders and (det.hcq_encoders == "mmt") != recipe_mmt:
         family = _MMT_FAMILY if det.hcq_encoders == "mmt" else _CLIP_FAMILY
         sizes = "L={} M={} K={}".format(*det.hcq) if det.hcq else "its sizes"
-        fix = f"use a recipe of {family} set to the file's head ({sizes}: method.fine_levels/num_subspaces/...)"
-    else:
-        fix = "no recipe fits this file as it is; the lines above say what differs"
-    raise CheckpointError(path, "\n".join(lines), fix)
+        return f"use a recipe of {family} set to the file's head ({sizes}: method.fine_levels/num_subspaces/...)"
+    return "no recipe fits this file as it is; the lines above say what differs"
 
 
 def import_checkpoint(path: str | Path, method: nn.Module, recipe: str) -> ImportedCheckpoint:

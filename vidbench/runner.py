@@ -268,6 +268,8 @@ def build_result(
         # an imported checkpoint was trained elsewhere, on a split this config does not know
         "train_split": cfg.data.train_split if ckpt is not None and ckpt.origin == "vidbench" else None,
         "checkpoint": ckpt.record() if ckpt is not None else None,
+        # how vidbench trained the weights scored here (none for zero-shot or an imported checkpoint)
+        "optim": method.optimiser_record() if ckpt is not None and ckpt.origin == "vidbench" else None,
         "caption_policy": "multi" if r["multi_caption"] else "single",
         "num_queries": r["num_queries"],
         "num_gallery": r["num_gallery"],

@@ -6,12 +6,19 @@ Spec methods-eercf-hcq.md A.5 (EERCF). For a block of texts against the *whole* 
 2. The features of each text's candidates are gathered (:func:`gather_candidates`, leading dims
    ``[I, k]``), so the fine scorer only ever sees ``I * k`` (text, video) pairs, never ``I * N``.
 3. ``fine = fine_fn(text, candidate_features, coarse_at_candidates)`` ``[I, k]``.
-4. :func:`merge_reranked`: non-candidates keep their coarse score; candidates get their fine score
-   lifted just enough to rank above every non-candidate of the row.
+4. :func:`merge_reranked`, the reference's rule (``main_eercf.eval_epoch``): the whole row is the
+   logit-scaled coarse score ``ls * coarse``, and each candidate is overwritten by ``100 + ls * fine``.
 
-The reference adds a constant 100 to logit-scaled candidate scores instead of step 4's per-row lift;
-that ranks identically whenever its constant is large enough, and step 4 guarantees it. With ``k >= N``
-there are no non-candidates and the output *is* the fine score of every pair.
+Ranks within a row (text-to-video) are those of "candidates by fine, then the rest by coarse" whenever the
+constant lifts every candidate above the row's non-candidates (always for ``ls <= 100`` and a non-negative
+fine score). Columns are another matter: video-to-text metrics come from the transpose of this one
+matrix, where a column mixes lifted and unlifted texts, so the constant and the scale decide the order
+and no other lift (a per-row margin, say) gives the reference's v2t numbers.
+
+One reference step is not repeated: ``main_eercf.py`` first writes ``100 +`` its training mix, re-selects
+the top k of that matrix and only then writes the final mix. The re-selection returns the same k videos
+whenever every first-pass candidate value stays above the row's non-candidates (as above), so the
+candidates here are the coarse top k directly.
 
 The scorer returned by :func:`two_stage_scorer` is a pure function of (text block, whole gallery): the
 caller must give it every video at once (``ScoringProtocol(whole_gallery=True)``) and may chunk texts.
@@ -33,6 +40,7 @@ __all__ = [
     "gather_candidates",
     "merge_reranked",
     "recall_topk",
+    "RERANK_OFFSET",
     "rerank_bytes_per_pair",
     "two_stage_scorer",
     "two_stage_scores",
@@ -64,24 +72,23 @@ def gather_candidates(video: Features, candidates: Tensor, keys: Iterable[str]) 
     return out
 
 
-def merge_reranked(coarse: Tensor, candidates: Tensor, fine: Tensor, margin: float = 1.0) -> Tensor:
-    """Final ``[I, N]`` scores: coarse for non-candidates, fine (lifted per row) for candidates.
+RERANK_OFFSET = 100.0  # main_eercf.py: the constant added to each candidate's logit-scaled fine score
 
-    The lift is ``max(0, max(non-candidate coarse) - min(candidate fine) + margin)`` per row, so every
-    candidate outranks every non-candidate while both groups keep their own order. No candidate is
-    lifted when the candidates cover the row (``k = N``).
-    """
+
+def merge_reranked(
+    coarse: Tensor, candidates: Tensor, fine: Tensor, *, logit_scale: float = 1.0, offset: float = RERANK_OFFSET
+) -> Tensor:
+    """Final ``[I, N]`` logits by the reference rule: ``ls * coarse`` everywhere, ``offset + ls * fine`` at
+    each row's candidates (module docstring: why the v2t metrics need exactly this rule)."""
     if candidates.shape != fine.shape or candidates.shape[0] != coarse.shape[0]:
         raise DataError(
             f"merge_reranked: coarse {tuple(coarse.shape)}, candidates {tuple(candidates.shape)} and fine "
             f"{tuple(fine.shape)} disagree"
         )
     dtype = torch.promote_types(coarse.dtype, fine.dtype)
-    out = coarse.to(dtype).clone()
-    fine = fine.to(dtype)
-    outside = out.scatter(1, candidates, float("-inf")).amax(dim=1, keepdim=True)
-    lift = (outside - fine.amin(dim=1, keepdim=True) + margin).clamp_min(0.0)
-    return out.scatter(1, candidates, fine + lift)
+    ls = float(logit_scale)
+    out = coarse.to(dtype) * ls
+    return out.scatter(1, candidates, fine.to(dtype) * ls + offset)
 
 
 def two_stage_scores(
@@ -92,25 +99,31 @@ def two_stage_scores(
     fine_fn: FineFn,
     k: int,
     keys: Iterable[str],
+    logit_scale: float = 1.0,
 ) -> Tensor:
-    """Recall-then-rerank scores ``[I, N]`` of a text block against the whole gallery (module docstring)."""
+    """Recall-then-rerank logits ``[I, N]`` of a text block against the whole gallery (module docstring)."""
     coarse = coarse_fn(text, video)
     candidates = recall_topk(coarse, k)
     gathered = gather_candidates(video, candidates, keys)
     fine = fine_fn(text, gathered, coarse.gather(1, candidates))
     if fine.shape != candidates.shape:
         raise DataError(f"fine_fn returned {tuple(fine.shape)} for candidates {tuple(candidates.shape)}")
-    return merge_reranked(coarse, candidates, fine)
+    return merge_reranked(coarse, candidates, fine, logit_scale=logit_scale)
 
 
-def two_stage_scorer(coarse_fn: ScoreFn, fine_fn: FineFn, k: int, keys: Iterable[str]) -> ScoreFn:
-    """``(text_block, whole_gallery) -> [I, N]`` for a ``whole_gallery`` scoring protocol."""
+def two_stage_scorer(
+    coarse_fn: ScoreFn, fine_fn: FineFn, k: int, keys: Iterable[str], logit_scale: float = 1.0
+) -> ScoreFn:
+    """``(text_block, whole_gallery) -> [I, N]`` for a ``whole_gallery`` scoring protocol; ``logit_scale`` is
+    the trained CLIP scale ``exp(logit_scale)`` the reference's logits carry."""
     keys = tuple(keys)
     if k < 1:
         raise ConfigError(f"rerank top-k must be >= 1, got {k}")
 
     def score(text: Features, video: Features) -> Tensor:
-        return two_stage_scores(text, video, coarse_fn=coarse_fn, fine_fn=fine_fn, k=k, keys=keys)
+        return two_stage_scores(
+            text, video, coarse_fn=coarse_fn, fine_fn=fine_fn, k=k, keys=keys, logit_scale=logit_scale
+        )
 
     return score
 

@@ -152,6 +152,18 @@ class RetrievalMethod(L.LightningModule, ABC):
         """Extra scalars logged under ``train/`` every step (e.g. CLIP's logit scale)."""
         return {}
 
+    def optimiser_record(self) -> dict[str, Any]:
+        """The optimiser and schedule :meth:`configure_optimizers` trains with, for ``result.json``'s ``optim``
+        (so a run says whether it trained as the reference code, BertAdam, or with vidbench's AdamW)."""
+        o = self.cfg.optim
+        return {
+            "optimizer": str(o.optimizer),
+            "schedule": str(o.schedule),
+            "warmup_proportion": float(o.warmup_proportion),
+            "lr": float(o.lr),
+            "coef_lr": float(o.coef_lr),
+        }
+
     def score_bytes_per_pair(self) -> int:
         """Working-set bytes per (text, video) pair while scoring; sizes the chunks."""
         return 4
@@ -267,8 +279,9 @@ class RetrievalMethod(L.LightningModule, ABC):
     def _eval_features(self, batch: dict[str, Any], dataloader_idx: int) -> Features:
         feats = self.encode_text_batch(batch) if dataloader_idx == 0 else self.encode_video_batch(batch)
         # Autocast covers this step but not on_test_epoch_end, where the features are scored: under
-        # bf16/fp16-mixed some come out in half precision and others in fp32, so store all in fp32.
-        feats = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in feats.items()}
+        # bf16/fp16-mixed some come out in half precision and others in fp32, so store half types in fp32
+        # (fp32 and fp64 features keep their precision: a float64 run scores in float64).
+        feats = {k: _upcast_half(v.detach()) for k, v in feats.items()}
         feats["_index"] = batch["index"]
         return feats
 
@@ -391,6 +404,11 @@ class RetrievalMethod(L.LightningModule, ABC):
             "gallery_size": n_gallery,
             "hardware": hardware_name(self.device),
         }
+
+
+def _upcast_half(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32; every other dtype (fp32, fp64, integer masks) unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _plain(flat: dict[str, float]) -> dict[str, float]:

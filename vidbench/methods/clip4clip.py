@@ -38,9 +38,7 @@ class Clip4Clip(ClipMethod):
             raise ValueError(f"method.sim_header must be meanP or seqTransf, got {self.sim_header!r}")
         self.temporal = None
         if self.sim_header == "seqTransf":
-            self.temporal = SeqTransf(
-                self.clip.text_width, layers=self.cfg.method.temporal_layers, heads=self.clip.text_heads
-            )
+            self.temporal = SeqTransf.for_clip(self.clip, layers=self.cfg.method.temporal_layers)
             if self.clip.pretrained:
                 self.temporal.init_from_clip_text(self.clip)
 

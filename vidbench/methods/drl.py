@@ -66,7 +66,7 @@ class DRL(ClipMethod):
         self.interaction, self.padding = m.interaction, m.padding
         self.temporal = None
         if m.agg_module == "seqTransf":
-            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            self.temporal = SeqTransf.for_clip(self.clip, layers=m.temporal_layers)
             if self.clip.pretrained:
                 self.temporal.init_from_clip_text(self.clip)
         if self.interaction == "wti":

@@ -22,8 +22,10 @@ Evaluation reports several protocols (each its own leaderboard table):
 - ``rerank@k-frames``: the same without the patch terms (index: coarse + frame features), the cheap
   operating point. When the mix has no patch term this is reported as ``rerank@k`` instead.
 
-As in the reference, the v2t metrics of a rerank protocol come from the t2v-reranked matrix transposed
-(spec A.5 step 3): there is no separate video-to-text two-stage procedure.
+As in the reference (spec A.5), a rerank protocol's matrix is the logit-scaled coarse score with each
+text's candidates overwritten by ``100 + logit_scale * mix`` (:func:`vidbench.eval.two_stage.merge_reranked`),
+and its v2t metrics come from that one matrix transposed: there is no separate video-to-text two-stage
+procedure, and the constant decides the order within a video's column as the reference's does.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class EERCF(ClipMethod):
                 raise ConfigError(f"method.{key} must be > 0, got {m[key]}")
         if int(m.rerank_k) < 1:
             raise ConfigError(f"method.rerank_k must be >= 1 (candidates per text), got {m.rerank_k}")
-        self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+        self.temporal = SeqTransf.for_clip(self.clip, layers=m.temporal_layers)
         if self.clip.pretrained:
             self.temporal.init_from_clip_text(self.clip)
         dim = self.clip.embed_dim
@@ -268,6 +270,7 @@ class EERCF(ClipMethod):
         frames = video["frames_raw"].shape[1]
         per_frame = video["patches"].shape[2] if "patches" in video else self.clip.num_patches
         per_video = _bytes_per_video(video, n)
+        ls = float(self.clip.logit_scale.detach().exp())  # the reference's logits carry the trained scale
         protos = [
             ScoringProtocol(
                 name="base",
@@ -285,7 +288,7 @@ class EERCF(ClipMethod):
                 ScoringProtocol(
                     name=name,
                     postprocess=name,
-                    score=two_stage_scorer(self.score, self._fine_fn(mix), k, keys),
+                    score=two_stage_scorer(self.score, self._fine_fn(mix), k, keys, logit_scale=ls),
                     bytes_per_pair=rerank_bytes_per_pair(n, k, 3 * gathered + temporaries),
                     whole_gallery=True,
                     match_flops=lambda g, mix=mix: match_flops(g, k, dim, frames, per_frame, mix),

@@ -12,9 +12,11 @@ Levels (G = L + 1 embeddings of size D per text or video):
 
 Each level has its own product quantiser (M sub-codebooks x K codewords), shared by text and video.
 Training: AQ-CL (raw text vs. quantised video + quantised text vs. raw video) smoothed from the
-unquantised loss with ``cos(e pi / 2E)``; the codebooks are buffers learnt only by a spherical k-means at
-the end of every epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with
-the same codebooks). The temperature is fixed, so CLIP's logit scale is frozen (unused).
+unquantised loss with ``cos(e pi / 2E)``; the codebooks are learnt by a spherical k-means at the end of every
+epoch over the embeddings cached during it (DDP: sums all-reduced, every rank ends with the same codebooks)
+and, when the soft-code term or the PQ regulariser is on (``method.update_codebooks``, as the reference), also
+by the optimiser, with every codeword renormalised before each step. The temperature is fixed, so CLIP's
+logit scale is frozen (unused).
 
 Protocols (each in result.json with its own metrics and costs; every one also carries ``metrics_mmt``, the
 metric family HCQ's tables use: MMT's tie-averaged ranks, R@50 and the geometric mean of R@1/5/10, see
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,6 +96,11 @@ class HcqMethod:
     debias_prior: float = 0.0  # tau+ of the fine levels' debiased InfoNCE (0 in every reference config)
     code_loss_weight: float = 0.0  # soft-code InfoNCE term (0 in every reference config)
     pq_reg_loss_weight: float = 0.0  # sum_d (x_normalized - x_hat)^2 per row (0 in every reference config)
+    # codewords are nn.Parameters the optimiser updates (the reference's pq_params.update_codebooks, true in every
+    # config), renormalised before each step and re-learnt by the end-of-epoch k-means. Only the two terms above
+    # reach them; with both at 0 their gradient is exactly 0 (the reference's Adam then never moves them), so they
+    # stay frozen, which also keeps DDP from flagging parameters without gradient.
+    update_codebooks: bool = True
     smoothing: bool = True  # (1 - w_e) AQ-CL + w_e unquantised, w_e = cos(e pi / 2E)
     smoothing_epochs: int | None = None  # E; default trainer.max_epochs
     kmeans_iters: int = 10
@@ -115,7 +123,7 @@ class HCQ(ClipMethod):
             raise ConfigError(f"method.sim_header must be meanP or seqTransf, got {m.sim_header!r}")
         self.temporal = None
         if m.sim_header == "seqTransf":
-            self.temporal = SeqTransf(self.clip.text_width, layers=m.temporal_layers, heads=self.clip.text_heads)
+            self.temporal = SeqTransf.for_clip(self.clip, layers=m.temporal_layers)
             if self.clip.pretrained:
                 self.temporal.init_from_clip_text(self.clip)
         self.build_hcq(self.clip.embed_dim, f"backbone {self.clip.label}")
@@ -158,6 +166,7 @@ class HCQ(ClipMethod):
                 vlad_batch_norm=m.vlad_batch_norm,
                 alpha=m.alpha,
                 quantizer_batch_norm=m.quantizer_batch_norm,
+                trainable_codebooks=self.codebooks_trained(),
             ),
         )
         self.num_levels = self.head.num_levels
@@ -246,6 +255,16 @@ class HCQ(ClipMethod):
             text_hard=text.get("hard"),
             video_hard=video.get("hard"),
         )
+
+    def codebooks_trained(self) -> bool:
+        """Codewords are optimiser-trained parameters: ``method.update_codebooks`` and a loss term reaching them
+        (the soft-code term or the PQ regulariser; AQ-CL's straight-through estimator gives them none)."""
+        m = self.cfg.method
+        return bool(m.update_codebooks) and bool(m.code_loss_weight or m.pq_reg_loss_weight)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """The reference renormalises every codeword before each step; a no-op for frozen codebooks."""
+        self.head.renormalize_codebooks()
 
     def cache_embeddings(self, text_levels: Tensor, video_levels: Tensor) -> None:
         for g, cache in enumerate(self._caches):

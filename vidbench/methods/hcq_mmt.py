@@ -35,6 +35,7 @@ from vidbench.models.mmt import MMT_VIDEO_CONFIGS, MmtVideoEncoder, tiny_mmt_con
 
 from .base import Features, RetrievalMethod
 from .hcq import HCQ, HcqMethod
+from .optim import build_optimizer
 from .registry import register_method
 
 BACKBONE = "MMT experts + BERT"
@@ -139,9 +140,18 @@ class HcqMmt(HCQ):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """No CLIP logit scale to clamp (the temperature is fixed)."""
 
+    def optimiser_record(self) -> dict[str, Any]:
+        o, m = self.cfg.optim, self.cfg.method
+        return {
+            "optimizer": str(o.optimizer),
+            "schedule": f"step_lr({int(m.lr_step_epochs)}, {float(m.lr_gamma)})",
+            "lr": float(o.lr),
+        }
+
     def configure_optimizers(self):
         o, m = self.cfg.optim, self.cfg.method
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        group = {"params": params, "lr": o.lr, "weight_decay": o.weight_decay}
+        optimizer = build_optimizer(o.optimizer, [group], betas=o.betas, eps=o.eps)  # adam, as HCQ's train.py
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=m.lr_step_epochs, gamma=m.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

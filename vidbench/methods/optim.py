@@ -4,9 +4,10 @@ Spec methods-clip4clip-drl.md 2.7. Parameter groups follow the reference by name
 CLIP backbone train at ``lr * coef_lr``, others at ``lr``; names containing "bias" get no weight decay,
 everything else (CLIP's LayerNorm weights and the logit scale included) gets ``weight_decay``.
 
-``adamw`` (default) is torch's AdamW with bias correction. ``bertadam`` reproduces the reference update:
-per-tensor gradient clipping at 1.0, no bias correction, decoupled decay added to the Adam direction, all
-scaled by the scheduled learning rate.
+``adamw`` (the schema default, the tiny demo recipes) is torch's AdamW with bias correction. ``bertadam``
+reproduces the CLIP4Clip/DRL/EERCF reference update, and every paper recipe of those papers uses it: per-tensor
+gradient clipping at 1.0, no bias correction, decoupled decay added to the Adam direction, all scaled by the
+scheduled learning rate. ``adam`` is torch's Adam, HCQ's reference optimiser (its recipes have no decay).
 """
 
 from __future__ import annotations
@@ -97,12 +98,19 @@ class BertAdam(torch.optim.Optimizer):
         return loss
 
 
+OPTIMIZERS = ("adamw", "bertadam", "adam")
+
+
 def build_optimizer(name: str, groups: list[dict], *, betas, eps: float) -> torch.optim.Optimizer:
+    """``bertadam``: the CLIP4Clip/DRL/EERCF reference update; ``adam``: torch's Adam (coupled L2 decay), HCQ's
+    reference optimiser; ``adamw``: torch's AdamW (bias-corrected, decoupled decay), vidbench's option."""
     if name == "adamw":
         return torch.optim.AdamW(groups, betas=tuple(betas), eps=eps)
     if name == "bertadam":
         return BertAdam(groups, betas=tuple(betas), eps=eps)
-    raise ValueError(f"optim.optimizer must be 'adamw' or 'bertadam', got {name!r}")
+    if name == "adam":
+        return torch.optim.Adam(groups, betas=tuple(betas), eps=eps)
+    raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def build_scheduler(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vidbench.models.pooling import l2_normalize
 from vidbench.models.pq_scoring import adc_scores, dense_level_scores
 from vidbench.models.quantization import (
     Collective,
@@ -47,6 +48,7 @@ class HCQHead(nn.Module):
         vlad_batch_norm: bool = True,
         alpha: float = 1.0,
         quantizer_batch_norm: bool = True,
+        trainable_codebooks: bool = False,
     ) -> None:
         super().__init__()
         self.dim, self.num_subspaces = dim, num_subspaces
@@ -57,7 +59,14 @@ class HCQHead(nn.Module):
         )
         self.num_levels = fine_levels + 1
         self.quantizers = nn.ModuleList(
-            ProductQuantizer(dim, num_subspaces, num_codewords, alpha=alpha, batch_norm=quantizer_batch_norm)
+            ProductQuantizer(
+                dim,
+                num_subspaces,
+                num_codewords,
+                alpha=alpha,
+                batch_norm=quantizer_batch_norm,
+                trainable=trainable_codebooks,
+            )
             for _ in range(self.num_levels)
         )
 
@@ -90,8 +99,14 @@ class HCQHead(nn.Module):
         return self.quantize(self.levels(coarse, tokens, mask))
 
     def codebooks(self) -> Tensor:
-        """``[G, M, K, D/M]``: every level's codebook."""
-        return torch.stack([pq.codebook for pq in self.quantizers])
+        """``[G, M, K, D/M]``: every level's codebook (detached: for scoring and export, not for losses)."""
+        return torch.stack([pq.codebook.detach() for pq in self.quantizers])
+
+    def renormalize_codebooks(self) -> None:
+        """The reference's per-step ``codebook_normalization``, for codebooks the optimiser moves."""
+        for pq in self.quantizers:
+            if pq.trainable:
+                pq.renormalize_()
 
     # ---- scores (evaluation containers) ------------------------------------------------------------------
     def adc_score(self, text: dict[str, Tensor], video: dict[str, Tensor], weights: Tensor) -> Tensor:
@@ -121,9 +136,12 @@ class HCQHead(nn.Module):
             total = coll.sum_(torch.tensor([float(x.shape[0])], device=pq.codebook.device))
             if float(total) == 0:
                 continue
+            # the reference normalises the codewords before its k-means starts from them; only a trainable
+            # codebook (moved by the optimiser since the last step's renormalisation) needs it
+            init = l2_normalize(pq.codebook) if pq.trainable else pq.codebook
             result = spherical_kmeans(
                 x.reshape(-1, pq.num_subspaces, pq.sub_dim).to(pq.codebook.device),
-                pq.codebook,
+                init,
                 collective=coll,
                 **kmeans,
             )

@@ -160,11 +160,13 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 def prepare_tokens(x: Tensor, mask: Tensor) -> Tensor:
     """Per-token L2-normalised features multiplied by the mask: done once per item at encode time.
 
-    Zeroing padded rows here is what makes zero-padding free in ``tokenwise_scores_blocked``. The result is
-    fp32 whatever ``x`` is: a bf16 normalisation (mixed-precision encoders) is off by ~1e-2 in the norm.
+    Zeroing padded rows here is what makes zero-padding free in ``tokenwise_scores_blocked``. Half types are
+    upcast to fp32 first (a bf16 normalisation, as mixed-precision encoders give, is off by ~1e-2 in the
+    norm); fp32 and fp64 keep their precision.
     """
     _check_tokens("prepare_tokens", x, mask)
-    x = x.float()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     return l2_normalize(x) * mask.to(x.dtype).unsqueeze(-1)
 
 

@@ -299,6 +299,30 @@ def _block_targets(rest: str, dst_prefix: str, value: Tensor) -> dict[str, Tenso
     return {}
 
 
+_HF_BLOCK_RE = re.compile(r"^(text_model|vision_model)\.encoder\.layers\.(\d+)\.(.+)$")
+_BLOCK_PARTS_BACK = {hf: oa for oa, hf in _BLOCK_PARTS.items()}
+_PLAIN_BACK = {hf: oa for oa, hf in _PLAIN.items()} | {hf: oa for oa, hf in _TRANSPOSED.items()}
+
+
+def hf_to_openai(key: str) -> str | None:
+    """The OpenAI name of the tensor an HF ``CLIPModel`` key is built from (``None``: no OpenAI counterpart).
+
+    The inverse of :func:`openai_to_hf`'s renaming, for messages that must name a file's own keys: HF's
+    ``q_proj``/``k_proj``/``v_proj`` all come from the packed ``attn.in_proj_weight`` / ``in_proj_bias``.
+    """
+    if key in _PLAIN_BACK:
+        return _PLAIN_BACK[key]
+    m = _HF_BLOCK_RE.match(key)
+    if not m:
+        return None
+    prefix = ("visual." if m.group(1) == "vision_model" else "") + f"transformer.resblocks.{m.group(2)}."
+    rest = m.group(3)
+    pm = re.fullmatch(r"self_attn\.[qkv]_proj\.(weight|bias)", rest)
+    if pm:
+        return prefix + f"attn.in_proj_{pm.group(1)}"
+    return prefix + _BLOCK_PARTS_BACK[rest] if rest in _BLOCK_PARTS_BACK else None
+
+
 def openai_to_hf(
     state: dict[str, Tensor], source: str = "state dict", unmapped: list[str] | None = None
 ) -> dict[str, Tensor]:
@@ -375,6 +399,7 @@ __all__ = [
     "build_hf_clip",
     "find_openai_file",
     "hf_config",
+    "hf_to_openai",
     "infer_architecture",
     "is_openai_file",
     "load_openai_clip",

@@ -4,8 +4,10 @@ Spec methods-eercf-hcq.md B.2-B.3 (reference: gimpong/WWW22-HCQ).
 
 - :class:`ProductQuantizer` splits a D-dim embedding into M sub-vectors, normalises each, and replaces it
   by the most similar of K unit-norm codewords (hard code). The forward value is the hard reconstruction;
-  the backward pass is the identity to the encoder (straight-through), so the codebooks get no gradient:
-  they are buffers, learnt only by :func:`spherical_kmeans` at the end of each epoch.
+  the backward pass is the identity to the encoder (straight-through), so the AQ-CL terms give the codewords
+  no gradient. The reference holds them as ``nn.Parameter``s all the same (``update_codebooks``): its soft-code
+  term and its PQ regulariser (ablations, weight 0 in every config) do reach them, and the optimiser moves them
+  between the per-step renormalisations; :func:`spherical_kmeans` re-learns them at the end of each epoch.
 - :func:`spherical_kmeans` runs on every sub-codebook at once (cosine assignment, normalised means, warm
   start, all iterations as the reference in effect runs; per-sub-codebook stopping at ``MSE(old, new) <= tol``
   is the option ``stop="converged"``). Under DDP the per-cluster sums and counts
@@ -63,9 +65,13 @@ class Quantized(NamedTuple):
 class ProductQuantizer(nn.Module):
     """M sub-codebooks of K unit-norm codewords of size D/M; hard codes with a straight-through estimator.
 
-    ``codebook`` is a buffer ``[M, K, D/M]`` (checkpointed, never touched by the optimiser). Codes fit in
-    uint8, so K is at most 256. The batch-norm over the similarities (``BatchNorm1d(M, affine=False)``)
-    is monotone within each sub-codebook: it never changes a hard code, only the soft codes.
+    ``codebook`` ``[M, K, D/M]`` is an ``nn.Parameter`` when ``trainable`` (the reference's PQ layers with
+    ``update_codebooks``: the optimiser updates it from the soft-code and PQ-regulariser gradients, and
+    :meth:`renormalize_` puts every codeword back on the unit sphere before each step, as the reference's
+    ``codebook_normalization``), otherwise a buffer that only the k-means changes. Either way the state-dict
+    key is ``codebook``, so checkpoints of both kinds load into both. Codes fit in uint8, so K is at most 256.
+    The batch-norm over the similarities (``BatchNorm1d(M, affine=False)``) is monotone within each
+    sub-codebook: it never changes a hard code, only the soft codes.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class ProductQuantizer(nn.Module):
         *,
         alpha: float = 1.0,
         batch_norm: bool = True,
+        trainable: bool = False,
     ) -> None:
         super().__init__()
         if num_subspaces < 1 or dim % num_subspaces:
@@ -86,8 +93,22 @@ class ProductQuantizer(nn.Module):
         self.alpha = alpha
         sub = dim // num_subspaces
         # random unit codewords (the global torch RNG: seed before construction); k-means warm-starts here
-        self.register_buffer("codebook", l2_normalize(torch.randn(num_subspaces, num_codewords, sub)))
+        init = l2_normalize(torch.randn(num_subspaces, num_codewords, sub))
+        if trainable:
+            self.codebook = nn.Parameter(init)
+        else:
+            self.register_buffer("codebook", init)
         self.bn = nn.BatchNorm1d(num_subspaces, affine=False) if batch_norm else None
+
+    @property
+    def trainable(self) -> bool:
+        return isinstance(self.codebook, nn.Parameter) and self.codebook.requires_grad
+
+    @torch.no_grad()
+    def renormalize_(self) -> None:
+        """Every codeword back to unit norm (zero codewords stay zero), in place: the reference does this before
+        every training step, so a codebook the optimiser moved is unit again when it quantises."""
+        self.codebook.copy_(l2_normalize(self.codebook))
 
     @property
     def sub_dim(self) -> int:

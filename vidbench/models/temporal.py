@@ -94,7 +94,9 @@ class SeqTransf(nn.Module):
     :param width: feature width (CLIP's text width, which equals the joint dim for OpenAI CLIP).
     :param layers: number of blocks (``cross_num_hidden_layers``, 4 in every published run).
     :param heads: attention heads; default ``max(1, width // 64)`` as in the reference.
-    :param max_positions: rows of the frame position table (77, CLIP's text context).
+    :param max_positions: rows of the frame position table. The reference sizes it by the CLIP's context
+        length (``cross_config.max_position_embeddings = context_length``, 77 for OpenAI's CLIPs), so
+        methods build it with :meth:`for_clip`, and a checkpoint of a CLIP with another context loads.
     """
 
     def __init__(
@@ -110,6 +112,13 @@ class SeqTransf(nn.Module):
         self.max_positions = max_positions
         self.frame_position_embeddings = nn.Embedding(max_positions, width)
         self.transformerClip = TransformerClip(width, layers, heads)
+
+    @classmethod
+    def for_clip(cls, backbone: ClipBackbone, layers: int = 4) -> SeqTransf:
+        """The reference's seqTransf for this CLIP: its text width and heads, a position table of its context
+        length (the text tower's ``max_position_embeddings``)."""
+        width, heads, positions = backbone.text_width, backbone.text_heads, backbone.max_text_length
+        return cls(width, layers=layers, heads=heads, max_positions=positions)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """:param x: frame features [B,T,D]; :param mask: [B,T], 1 = valid frame. Returns [B,T,D]."""

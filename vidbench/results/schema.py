@@ -51,6 +51,8 @@ writers stay readable)::
                      "path": str, "sha256": "<64 hex>",
                      "source": {"path": str, "sha256": str}},   # optional: the file a converted one came from
                                                    # (older records hold the bare path of vidbench's checkpoint)
+      "optim": {"optimizer": "bertadam" | "adamw" | "adam", "schedule": str, ...},   # optional: how vidbench
+                                                   # trained the scored weights (null: zero-shot or imported)
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
