@@ -9,6 +9,7 @@ independent of the world size and of how the sampler split the queries.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,6 +110,7 @@ class RetrievalScoreboard(Metric):
         self.strict = strict
         self.mmt = mmt
         self.summary = summary
+        self.postprocess_seconds: dict[str, float] = {}  # wall time of each post-processing in compute()
         self.multi_caption = multi_caption
         self.allow_nan = allow_nan
         self._caption_video: Tensor | None = None
@@ -173,7 +175,9 @@ class RetrievalScoreboard(Metric):
         for name in self.postprocess:
             options = dict(self.postprocess_kwargs.get(name, {}))
             bank = options.pop("bank_sim", None)
+            started = time.perf_counter()
             t2v_sim, v2t_sim = apply_postprocess(sim, name, caption_video=cv, bank_sim=bank, **options)
+            self.postprocess_seconds[name] = time.perf_counter() - started
             post = retrieval_metrics(t2v_sim, cv, sim_v2t=v2t_sim, **common)
             if self.summary:
                 post.update(self._summary(post, t2v_sim, cv, v2t_sim))
