@@ -88,7 +88,7 @@ METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in MET
 # and the summary scores (vidbench.eval.ranking_scores): R@sum, nDCG@10 and mAP in percent
 SUMMARY_METRIC_KEYS: tuple[str, ...] = ("RSum", "t2v_nDCG10", "t2v_mAP", "v2t_nDCG10", "v2t_mAP")
 OPTIONAL_METRIC_KEYS: tuple[str, ...] = ("t2v_Std_Rank", "v2t_Std_Rank", *SUMMARY_METRIC_KEYS)
-# controls.<name>.status values; the first of each tuple after "pass"-like ones marks a failure
+# controls.<name>.status values
 CONTROL_STATUSES: dict[str, tuple[str, ...]] = {
     "overlap": ("pass", "fail", "declared", "not-checked", "not-applicable"),
     "shuffled_captions": ("pass", "fail"),
