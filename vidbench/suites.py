@@ -22,6 +22,7 @@ class Suite:
     name: str
     recipes: tuple[str, ...]
     seeds: tuple[int, ...]
+    zero_shot: tuple[str, ...] = ()  # recipes also tested untrained (`test --zero-shot`), each seed
 
     def runs(self, seeds: list[int] | None = None) -> list[tuple[str, int]]:
         """Every (recipe, seed) pair, recipe-major, with ``seeds`` overriding the suite's own."""
@@ -39,8 +40,12 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.exists():
         raise ConfigError(f"suite '{name_or_path}' not found; choose one of {list_suites()} or pass a YAML path")
     raw = OmegaConf.to_container(OmegaConf.load(path))
-    if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds"} or not raw.get("recipes"):
-        raise ConfigError(f"{path}: a suite holds exactly 'recipes' (a non-empty list) and 'seeds'")
-    for recipe in raw["recipes"]:
+    if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds", "zero_shot"} or not raw.get("recipes"):
+        raise ConfigError(
+            f"{path}: a suite holds 'recipes' (a non-empty list), 'seeds' and optionally 'zero_shot' (recipes "
+            "also tested untrained)"
+        )
+    zero_shot = tuple(raw.get("zero_shot") or ())
+    for recipe in (*raw["recipes"], *zero_shot):
         find_recipe(recipe)  # fail early, naming the recipe
-    return Suite(path.stem, tuple(raw["recipes"]), tuple(int(s) for s in raw.get("seeds", [0])))
+    return Suite(path.stem, tuple(raw["recipes"]), tuple(int(s) for s in raw.get("seeds", [0])), zero_shot)
