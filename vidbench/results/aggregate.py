@@ -156,7 +156,8 @@ class LeaderboardRow:
     @property
     def display_label(self) -> str:
         """The method label, marked when the weights were imported from a reference checkpoint."""
-        return self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        label = self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        return label + (" (zero-shot)" if self.zero_shot else "")
 
 
 @dataclass
@@ -644,6 +645,23 @@ def _controls_notes(h: Headline) -> list[str]:
                     counts_notes[str(counts["note"])].append(row.display_label)
         if details:
             notes.append(f"- ⚠ Control failed, {key}: " + "; ".join(dict.fromkeys(details)) + ".")
+    banks: dict[str, str] = {}
+    for item in h.rows:
+        if item.protocol.split("@")[0].endswith("qbnorm"):
+            costs = [r.record["protocols"][item.protocol].get("postprocess_cost") or {} for r in item.row.runs]
+            sizes = sorted({int(c["bank_size"]) for c in costs if "bank_size" in c})
+            split = next((c.get("bank_split") for c in costs if c.get("bank_split")), "?")
+            secs = [float(c["bank_seconds"]) for c in costs if "bank_seconds" in c]
+            if sizes:
+                size = "/".join(f"{n:,}" for n in sizes)
+                took = f", encoded and scored in {statistics.fmean(secs):.2g} s" if secs else ""
+                banks[item.row.display_label] = f"{size} captions of `{split}`{took}"
+    if banks:
+        notes.append(
+            "- `qbnorm` query banks (training captions, a one-time cost not in ms/query): "
+            + "; ".join(f"{k}: {v}" for k, v in banks.items())
+            + "."
+        )
     for note, labels in counts_notes.items():
         who = "all rows" if len(labels) == len({i.row.display_label for i in h.rows}) else ", ".join(labels)
         notes.append(f"- Query and gallery counts ({who}): {note}.")

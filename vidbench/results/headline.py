@@ -82,8 +82,6 @@ def headline_cells(row: Any, protocol: str, info: ProtocolInfo, backbones: int) 
     flags = getattr(row, "control_failures", [])
     if flags:
         label += " ⚠ " + ", ".join(flags)
-    if getattr(row, "zero_shot", False):
-        label += " (zero-shot)"
     cells = {"Method": label, "Protocol": f"`{protocol}`"}
     cells.update({col: row.cells[src] for col, src in _FROM_FULL.items()})
     cells["Match FLOPs/query"] = _flops(row.efficiency.get("match_flops_per_query"))
