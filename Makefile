@@ -56,3 +56,8 @@ SLURM_ARGS ?=
 $(addprefix slurm-,$(SLURM_DATASETS)): slurm-%: setup
 	$(BIN)/vidbench submit --suite $* $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(CLIP),--clip $(CLIP)) \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(SLURM_ARGS)
+
+# Issue 22's rehearsal: a tiny model memorises its test videos; its shuffled-caption control must fall to chance.
+.PHONY: rehearsal-controls
+rehearsal-controls: setup
+	$(BIN)/pytest -m rehearsal tests/test_reporting_e2e.py

@@ -132,4 +132,4 @@ def test_scoreboard_input_errors() -> None:
     with pytest.raises(ValueError, match="one entry per row"):
         board.update(sim, torch.arange(4))
     with pytest.raises(ValueError, match="none, dsl"):
-        RetrievalScoreboard(cv, postprocess="qbnorm")
+        RetrievalScoreboard(cv, postprocess="sharpen")

@@ -292,7 +292,7 @@ def test_separate_v2t_matrix_is_used_for_v2t_only() -> None:
 
 def test_postprocess_rejects_unknown_names_and_options() -> None:
     with pytest.raises(ValueError, match="none, dsl"):
-        apply_postprocess(torch.eye(2), "qbnorm")
+        apply_postprocess(torch.eye(2), "sharpen")
     with pytest.raises(ValueError, match="unknown option"):
         apply_postprocess(torch.eye(2), "dsl", tau=3.0)
     with pytest.raises(ValueError, match="temperature"):

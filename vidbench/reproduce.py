@@ -190,7 +190,39 @@ def run_suite(
                 status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
             print(f"[{k}/{total}] {recipe} seed {seed}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
             rows.append((recipe, seed, status))
+    extras = dict(planned)
+    for recipe in suite.zero_shot:
+        if recipe not in extras:
+            continue  # its data was missing: preflight said so above
+        for seed in chosen_seeds:
+            rows.append(_zero_shot_run(recipe, [*extras[recipe], f"run.seed={seed}"], seed, in_process))
     return rows
+
+
+def _zero_shot_run(recipe: str, args: list[str], seed: int, in_process: bool) -> tuple[str, int, str]:
+    """``test --zero-shot`` of one recipe and seed (its own run directory, ``<recipe>+zero-shot``)."""
+    from vidbench.runner import zero_shot_run_name
+
+    name = zero_shot_run_name(recipe)
+    done = run_dir(compose(recipe, [*args, f"run.name={name}"])) / "result.json"
+    if done.exists():
+        print(f"{name} seed {seed}: result exists, skipped ({done})", flush=True)
+        return name, seed, "skipped"
+    print(f"{name} seed {seed}: test --zero-shot ...", flush=True)
+    if in_process:
+        from vidbench import runner
+        from vidbench.results.summary import format_result
+
+        try:
+            print(format_result(runner.test(compose(recipe, args), ckpt=None)), flush=True)
+            status = "ok"
+        except Exception as exc:  # one broken run must not stop the suite
+            traceback.print_exc()
+            status = f"failed ({type(exc).__name__}: {exc})"
+    else:
+        proc = subprocess.run([sys.executable, "-m", "vidbench.cli", "test", "--zero-shot", recipe, *args])
+        status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    return name, seed, status
 
 
 def _run_here(recipe: str, args: list[str]) -> str:

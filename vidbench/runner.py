@@ -43,8 +43,10 @@ from vidbench.config import config_hash, run_dir
 from vidbench.console import EpochLine, interactive, tidy_lightning_logging
 from vidbench.data.datamodule import RetrievalDataModule
 from vidbench.data.datasets import dataset_name
+from vidbench.data.overlap import split_overlap
 from vidbench.data.text import build_tokenizer
 from vidbench.errors import ConfigError, VidbenchError
+from vidbench.eval.controls import counts_check
 from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
@@ -282,13 +284,59 @@ def build_result(
     }
     if "efficiency" in r:
         record["efficiency"] = r["efficiency"]
+    record["zero_shot"] = ckpt is None
+    record["controls"] = {
+        **r.get("controls", {}),
+        "overlap": overlap_control(cfg, dm, ckpt),
+        "counts": counts_check(
+            cfg.data.dataset,
+            cfg.data.test_split,
+            r["num_queries"],
+            r["num_gallery"],
+            missing_ids=list(record["data"].get("skipped_ids") or []),
+            synthetic=is_synthetic(cfg),
+        ),
+    }
     return record
+
+
+def is_synthetic(cfg: DictConfig) -> bool:
+    """Data written by ``vidbench synth`` (its ``ground_truth.json`` beside the dataset folder): no standard
+    split counts apply."""
+    root = Path(str(cfg.data.root))
+    return (root.parent / "ground_truth.json").exists() or (root / "ground_truth.json").exists()
+
+
+def overlap_control(cfg: DictConfig, dm: L.LightningDataModule, ckpt: ImportedCheckpoint | None) -> dict[str, Any]:
+    """The train/test overlap control of :mod:`vidbench.data.overlap`, where a training split is known."""
+    if ckpt is None:
+        return {"status": "not-applicable", "note": "zero-shot: no weights were trained by this recipe"}
+    if ckpt.origin != "vidbench":
+        return {"status": "not-checked", "note": f"imported {ckpt.origin} checkpoint: its training split is unknown"}
+    indices = getattr(dm, "train_test_indices", None)
+    if indices is None:
+        return {"status": "not-checked", "note": f"{type(dm).__name__} has no per-video index to compare"}
+    train, test = indices()
+    out = split_overlap(train, test, declared=bool(cfg.data.get("declare_overlap", False)))
+    if out["status"] == "fail":
+        log.error(
+            "overlap control failed for %s: %s; declare it with data.declare_overlap=true if intended",
+            cfg.run.name,
+            out["note"],
+        )
+    return out
 
 
 def imported_run_name(recipe: str, imported: ImportedCheckpoint) -> str:
     """Run name (and run directory) of a test on an imported checkpoint: the recipe marked with the origin and
     the file's hash, so it never overwrites a run trained by vidbench and each file gets its own row."""
     return f"{recipe}+imported-{imported.origin}-{imported.sha256[:8]}"
+
+
+def zero_shot_run_name(recipe: str) -> str:
+    """Run name (and run directory) of ``test --zero-shot``: the recipe marked, so it never overwrites the
+    trained run's result and gets a row (and headline group) of its own."""
+    return f"{recipe}+zero-shot"
 
 
 def _renamed(cfg: DictConfig, name: str) -> DictConfig:
@@ -310,6 +358,8 @@ def test(cfg: DictConfig, ckpt: str | None = "last") -> dict[str, Any]:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     method = build_method(cfg)
     imported: ImportedCheckpoint | None = None
+    if ckpt is None:  # zero-shot: its own run directory and row, never the trained run's
+        cfg = _renamed(cfg, zero_shot_run_name(cfg.run.name))
     if ckpt is not None:
         ckpt_path = run_dir(cfg) / "last.ckpt" if ckpt == "last" else Path(ckpt)
         if not ckpt_path.exists():

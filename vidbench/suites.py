@@ -23,6 +23,7 @@ class Suite:
     name: str
     recipes: tuple[str, ...]
     seeds: tuple[int, ...]
+    zero_shot: tuple[str, ...] = ()  # recipes also tested untrained (`test --zero-shot`), each seed
 
     def runs(self, seeds: list[int] | None = None) -> list[tuple[str, int]]:
         """Every (recipe, seed) pair, recipe-major, with ``seeds`` overriding the suite's own."""
@@ -40,13 +41,19 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.exists():
         raise ConfigError(f"suite '{name_or_path}' not found; choose one of {list_suites()} or pass a YAML path")
     raw = OmegaConf.to_container(OmegaConf.load(path))
-    if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds"} or not raw.get("recipes"):
-        raise ConfigError(f"{path}: a suite holds exactly 'recipes' (a non-empty list) and 'seeds'")
-    recipes = []
-    for recipe in raw["recipes"]:
+    if not isinstance(raw, dict) or set(raw) - {"recipes", "seeds", "zero_shot"} or not raw.get("recipes"):
+        raise ConfigError(
+            f"{path}: a suite holds 'recipes' (a non-empty list), 'seeds' and optionally 'zero_shot' (recipes "
+            "also tested untrained)"
+        )
+
+    def located(recipe: str) -> str:
         beside = path.parent / str(recipe)  # a recipe file named relative to a suite kept outside recipes/
         if beside.suffix in {".yaml", ".yml"} and beside.is_file():
             recipe = str(beside.resolve())
         find_recipe(recipe)  # fail early, naming the recipe
-        recipes.append(recipe)
-    return Suite(path.stem, tuple(recipes), tuple(int(s) for s in raw.get("seeds", [0])))
+        return recipe
+
+    recipes = tuple(located(r) for r in raw["recipes"])
+    zero_shot = tuple(located(r) for r in raw.get("zero_shot") or ())
+    return Suite(path.stem, recipes, tuple(int(s) for s in raw.get("seeds", [0])), zero_shot)

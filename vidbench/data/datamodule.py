@@ -381,6 +381,47 @@ class RetrievalDataModule(L.LightningDataModule):
         frames, fmask = self.prepare_split("test").source.get(0)
         return frames[None].to(device), fmask[None].to(device)
 
+    def train_caption_bank(
+        self, size: int | None, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
+        """Token ids and masks of ``size`` captions drawn (seeded, without replacement) from the **training**
+        split only, for QB-Norm's query bank; ``None`` or a size above the split's count takes every caption.
+
+        Only the annotation files are read (no video is decoded). Returns ``(ids, mask, info)`` with ``info`` =
+        ``{"split", "size", "of", "captions", "video_ids"}`` (the last two say exactly what the bank holds).
+        """
+        index = load_split(
+            self.cfg.dataset,
+            self.cfg.root,
+            self.cfg.train_split,
+            video_root=self.cfg.video_root,
+            options=self.cfg.get("custom"),
+        )
+        n = len(index.captions)
+        if n == 0:
+            raise DataError(f"{index.dataset}/{index.split} has no captions to build QB-Norm's query bank from")
+        if size is None or int(size) >= n:
+            pick = list(range(n))
+        else:
+            g = torch.Generator().manual_seed(int(seed))
+            pick = sorted(torch.randperm(n, generator=g)[: int(size)].tolist())
+        captions = [index.captions[i] for i in pick]
+        ids, mask, _ = tokenize_counted(self.tokenizer, captions, self.cfg.max_words)
+        video_ids = [index.videos[index.caption_video[i]].video_id for i in pick]
+        info = {"split": index.split, "size": len(pick), "of": n, "captions": captions, "video_ids": video_ids}
+        return ids, mask, info
+
+    def train_test_indices(self) -> tuple[SplitIndex, SplitIndex]:
+        """The training split as annotated and the test split as evaluated, for the overlap control."""
+        train = load_split(
+            self.cfg.dataset,
+            self.cfg.root,
+            self.cfg.train_split,
+            video_root=self.cfg.video_root,
+            options=self.cfg.get("custom"),
+        )
+        return train, self.prepare_split("test").index
+
     def data_report(self) -> dict:
         split = self.prepare_split("test")
         decode_failures = int(split.source.decode_failures.item())

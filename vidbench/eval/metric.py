@@ -9,6 +9,7 @@ independent of the world size and of how the sampler split the queries.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from vidbench.eval.metrics import MetricInputError, as_caption_video, mmt_retrieval_metrics, retrieval_metrics
 from vidbench.eval.postprocess import POSTPROCESS_CHOICES, UnknownPostprocessError, apply_postprocess
+from vidbench.eval.ranking_scores import ranking_scores, rsum
 
 __all__ = ["RetrievalScoreboard", "assemble_query_rows"]
 
@@ -67,6 +69,8 @@ class RetrievalScoreboard(Metric):
         postprocess_kwargs: options per post-processing name, e.g. ``{"dsl": {"temperature": 100.0}}``.
         multi_caption: the dataset's protocol flag, passed to ``retrieval_metrics`` (``None`` infers it).
         mmt: also report HCQ's metric family (``mmt_retrieval_metrics``) under ``"mmt/..."`` keys.
+        summary: also report R@sum, nDCG@10 and mAP (``vidbench.eval.ranking_scores``) with the base and every
+            post-processing protocol (``RSum``, ``t2v_nDCG10``, ``t2v_mAP``, ``v2t_nDCG10``, ``v2t_mAP``).
         allow_nan: reference NaN behaviour instead of raising (see ``retrieval_metrics``).
         kwargs: passed to ``torchmetrics.Metric`` (e.g. ``compute_on_cpu=True``).
 
@@ -85,10 +89,11 @@ class RetrievalScoreboard(Metric):
         *,
         strict: bool = False,
         postprocess: str | Sequence[str] = (),
-        postprocess_kwargs: Mapping[str, Mapping[str, float]] | None = None,
+        postprocess_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         multi_caption: bool | None = None,
         allow_nan: bool = False,
         mmt: bool = False,
+        summary: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +109,8 @@ class RetrievalScoreboard(Metric):
         self.postprocess_kwargs = {k: dict(v) for k, v in (postprocess_kwargs or {}).items()}
         self.strict = strict
         self.mmt = mmt
+        self.summary = summary
+        self.postprocess_seconds: dict[str, float] = {}  # wall time of each post-processing in compute()
         self.multi_caption = multi_caption
         self.allow_nan = allow_nan
         self._caption_video: Tensor | None = None
@@ -158,13 +165,24 @@ class RetrievalScoreboard(Metric):
         sim = assemble_query_rows(rows, index.long(), cv.shape[0])
         common = {"multi_caption": self.multi_caption, "allow_nan": self.allow_nan}
         out = dict(retrieval_metrics(sim, cv, **common))
+        if self.summary:
+            out.update(self._summary(out, sim, cv, None))
         if self.strict:
             strict = retrieval_metrics(sim, cv, strict=True, **common)
             out.update({f"strict/{key}": value for key, value in strict.items()})
         if self.mmt:
             out.update({f"mmt/{key}": value for key, value in mmt_retrieval_metrics(sim, cv).items()})
         for name in self.postprocess:
-            t2v_sim, v2t_sim = apply_postprocess(sim, name, **self.postprocess_kwargs.get(name, {}))
+            options = dict(self.postprocess_kwargs.get(name, {}))
+            bank = options.pop("bank_sim", None)
+            started = time.perf_counter()
+            t2v_sim, v2t_sim = apply_postprocess(sim, name, caption_video=cv, bank_sim=bank, **options)
+            self.postprocess_seconds[name] = time.perf_counter() - started
             post = retrieval_metrics(t2v_sim, cv, sim_v2t=v2t_sim, **common)
+            if self.summary:
+                post.update(self._summary(post, t2v_sim, cv, v2t_sim))
             out.update({f"{name}/{key}": value for key, value in post.items()})
         return out
+
+    def _summary(self, metrics: dict[str, float], sim: Tensor, cv: Tensor, v2t: Tensor | None) -> dict[str, float]:
+        return {"RSum": rsum(metrics), **ranking_scores(sim, cv, sim_v2t=v2t, multi_caption=self.multi_caption)}

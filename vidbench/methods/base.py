@@ -22,6 +22,7 @@ with :func:`vidbench.methods.registry.register_method` (built-ins), an entry poi
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -34,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vidbench.data.transforms import normalize_video
+from vidbench.eval.controls import shuffled_caption_rows, shuffled_verdict
 from vidbench.eval.metric import RetrievalScoreboard
+from vidbench.eval.postprocess import postprocess_flops_per_query
 from vidbench.eval.retrieval import chunked_scores, concat_features, index_select_features, slice_features
 from vidbench.models.clip import ClipBackbone
 from vidbench.models.gather import gather_features
@@ -43,6 +46,7 @@ from vidbench.models.losses import symmetric_infonce
 from .optim import build_optimizer, build_scheduler, param_groups
 
 Features = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -313,7 +317,9 @@ class RetrievalMethod(L.LightningModule, ABC):
         my_text = index_select_features(text, rows)
         e = self.cfg.eval
         results: dict[str, dict[str, Any]] = {}
-        for proto in self.protocols(text, video):
+        controls: dict[str, Any] = {}
+        post_costs: dict[str, dict[str, Any]] = {}  # protocol -> what its post-processing added
+        for i, proto in enumerate(self.protocols(text, video)):
             sims = chunked_scores(
                 proto.score,
                 my_text,
@@ -324,13 +330,15 @@ class RetrievalMethod(L.LightningModule, ABC):
                 video_chunk=n_video if proto.whole_gallery else e.video_chunk,
                 out_device=self.device,
             )
+            post, options, bank_info = self._postprocessing(proto, i == 0, video)
             board = RetrievalScoreboard(
                 caption_video=caption_video,
                 strict=e.strict,
-                postprocess=["dsl"] if proto.dsl else [],
-                postprocess_kwargs={"dsl": {"temperature": e.dsl_temperature}},
+                postprocess=post,
+                postprocess_kwargs=options,
                 multi_caption=dm.test_multi_caption(),
                 mmt=proto.mmt_metrics,
+                summary=True,
             ).to(self.device)
             board.update(sims, rows)
             flat = board.compute()
@@ -348,23 +356,156 @@ class RetrievalMethod(L.LightningModule, ABC):
             if proto.index_bytes_per_video is not None:
                 entry["index_bytes_per_video"] = float(proto.index_bytes_per_video)
             results[proto.name] = entry
-            dsl = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("dsl/")}
-            if dsl:
-                results["dsl" if proto.name == "base" else f"{proto.name}+dsl"] = {
-                    "postprocess": "dsl",
-                    "metrics": dsl,
+            for name in post:
+                block = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith(f"{name}/")}
+                key = name if proto.name == "base" else f"{proto.name}+{name}"
+                results[key] = {
+                    "postprocess": name,
+                    "metrics": block,
                     **{k: v for k, v in entry.items() if k.startswith(("match_", "index_"))},
                 }
+                post_costs[key] = self._postprocess_cost(name, n_text, n_video, board, bank_info, proto)
+                _add_cost(results[key], post_costs[key])
+            if i == 0 and e.get("shuffle_control", True) and n_video > 1:
+                controls["shuffled_captions"] = self._shuffled_control(proto, text, video, rows, flat["t2v_R1"])
         self.test_results = {
             "protocols": results,
             "num_queries": n_text,
             "num_gallery": n_video,
             "multi_caption": dm.test_multi_caption(),
+            "controls": controls,
         }
         for key, value in results[next(iter(results))]["metrics"].items():
             self.log(f"test/{key}", float(value), rank_zero_only=True, sync_dist=False)
         if self.cfg.eval.efficiency and rank == 0:
-            self.test_results["efficiency"] = self.measure_efficiency(text, video)
+            eff = self.test_results["efficiency"] = self.measure_efficiency(text, video)
+            for key, cost in post_costs.items():  # the post-processing's time and bank encoding join the cost
+                entry = results[key]
+                if eff.get("ms_per_query") is not None:
+                    entry["ms_per_query"] = float(eff["ms_per_query"]) + cost["ms_per_query"]
+                if "bank_size" in cost and eff.get("text_gflops_per_query") is not None:
+                    cost["bank_text_gflops"] = cost["bank_size"] * float(eff["text_gflops_per_query"])
+
+    # ---- post-processing families and controls -----------------------------------------------------------
+    def _postprocessing(
+        self, proto: ScoringProtocol, main: bool, video: Features
+    ) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, Any]]:
+        """Names and options of the post-processings to report on ``proto``: DSL where the protocol asks,
+        Sinkhorn and QB-Norm on the main protocol when the recipe enables them."""
+        e = self.cfg.eval
+        post = ["dsl"] if proto.dsl else []
+        options: dict[str, dict[str, Any]] = {"dsl": {"temperature": e.dsl_temperature}}
+        bank_info: dict[str, Any] = {}
+        if not main:
+            return post, options, bank_info
+        if e.get("sinkhorn", False):
+            post.append("sinkhorn")
+            options["sinkhorn"] = {"temperature": e.sinkhorn_temperature, "iterations": e.sinkhorn_iterations}
+        if e.get("qbnorm", False):
+            bank_sim, bank_info = self._qbnorm_bank(proto, video)
+            if bank_sim is not None:
+                post.append("qbnorm")
+                options["qbnorm"] = {"beta": e.qbnorm_beta, "k": e.qbnorm_k, "bank_sim": bank_sim}
+        return post, options, bank_info
+
+    @torch.no_grad()
+    def _qbnorm_bank(self, proto: ScoringProtocol, video: Features) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """QB-Norm's bank: training captions encoded now and scored against the test gallery by ``proto``.
+
+        Every rank builds the whole bank (the same seed, the same rows). A datamodule without training captions
+        (``train_caption_bank``) gets no QB-Norm row, and the log says why.
+        """
+        dm = self.trainer.datamodule
+        if not hasattr(dm, "train_caption_bank"):
+            log.warning("qbnorm skipped: %s offers no training captions for a query bank", type(dm).__name__)
+            return None, {}
+        e = self.cfg.eval
+        started = time.perf_counter()
+        ids, mask, info = dm.train_caption_bank(e.qbnorm_bank, seed=int(self.cfg.run.seed))
+        step = int(self.cfg.data.eval_batch_size)
+        parts = []
+        for start in range(0, ids.shape[0], step):
+            chunk = slice(start, start + step)
+            feats = self.encode_text(ids[chunk].to(self.device), mask[chunk].to(self.device))
+            parts.append({k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in feats.items()})
+        bank = concat_features(parts)
+        n_video = next(iter(video.values())).shape[0]
+        bank_sim = chunked_scores(
+            proto.score,
+            bank,
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=proto.bytes_per_pair,
+            text_chunk=e.text_chunk,
+            video_chunk=n_video if proto.whole_gallery else e.video_chunk,
+            out_device=self.device,
+        )
+        info = {**info, "bank_seconds": time.perf_counter() - started}
+        return bank_sim, info
+
+    def _postprocess_cost(
+        self,
+        name: str,
+        n_text: int,
+        n_video: int,
+        board: RetrievalScoreboard,
+        bank_info: dict[str, Any],
+        proto: ScoringProtocol,
+    ) -> dict[str, Any]:
+        """What post-processing ``name`` adds to the protocol's cost (per query; QB-Norm's one-time bank apart)."""
+        e = self.cfg.eval
+        opts = {"iterations": e.get("sinkhorn_iterations", 20)} if name == "sinkhorn" else {}
+        cost: dict[str, Any] = {
+            "flops_per_query": postprocess_flops_per_query(name, n_video, **opts),
+            "ms_per_query": 1000.0 * board.postprocess_seconds.get(name, 0.0) / max(1, n_text),
+        }
+        if name == "qbnorm":
+            cost["bank_size"] = int(bank_info.get("size", 0))
+            cost["bank_split"] = bank_info.get("split")
+            cost["bank_seconds"] = float(bank_info.get("bank_seconds", 0.0))
+            if proto.match_flops is not None:
+                cost["bank_match_flops"] = cost["bank_size"] * float(proto.match_flops(n_video))
+            cost["index_bytes_per_video"] = QBNORM_BYTES_PER_VIDEO
+        return cost
+
+    @torch.no_grad()
+    def _shuffled_control(
+        self, proto: ScoringProtocol, text: Features, video: Features, rows: torch.Tensor, real_r1: float
+    ) -> dict[str, Any]:
+        """Score the main protocol with every caption replaced by one of another video (the same derangement
+        on every rank) against the original ground truth; see :mod:`vidbench.eval.controls`."""
+        dm = self.trainer.datamodule
+        caption_video = dm.test_caption_video()
+        seed = int(self.cfg.run.seed)
+        borrowed = shuffled_caption_rows(caption_video, seed).to(self.device)
+        n_video = next(iter(video.values())).shape[0]
+        e = self.cfg.eval
+        sims = chunked_scores(
+            proto.score,
+            index_select_features(text, borrowed[rows]),
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=proto.bytes_per_pair,
+            text_chunk=e.text_chunk,
+            video_chunk=n_video if proto.whole_gallery else e.video_chunk,
+            out_device=self.device,
+        )
+        board = RetrievalScoreboard(
+            caption_video=caption_video.to(self.device), multi_caption=dm.test_multi_caption()
+        ).to(self.device)
+        board.update(sims, rows)
+        shuffled = board.compute()
+        verdict = shuffled_verdict(float(shuffled["t2v_R1"]), float(real_r1), n_video, seed)
+        verdict["protocol"] = proto.name
+        if verdict["status"] == "fail":
+            log.error(
+                "shuffled-caption control failed: t2v R@1 %.1f with captions permuted across videos, chance %.1f "
+                "(+%.1f); the ranking sees something other than the text",
+                verdict["t2v_R1"],
+                verdict["chance_R1"],
+                verdict["tolerance"],
+            )
+        return verdict
 
     # ---- efficiency --------------------------------------------------------------------------------------
     def index_bytes_per_video(self, video: Features) -> float:
@@ -409,6 +550,18 @@ class RetrievalMethod(L.LightningModule, ABC):
 def _upcast_half(x: torch.Tensor) -> torch.Tensor:
     """fp16/bf16 -> fp32; every other dtype (fp32, fp64, integer masks) unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+QBNORM_BYTES_PER_VIDEO = 5.0  # QB-Norm stores a float32 log normaliser and a one-byte activation flag per video
+
+
+def _add_cost(entry: dict[str, Any], cost: dict[str, Any]) -> None:
+    """Fold a post-processing's per-query FLOPs and per-video bytes into its protocol entry's cost fields."""
+    if entry.get("match_flops_per_query") is not None:
+        entry["match_flops_per_query"] = float(entry["match_flops_per_query"]) + float(cost["flops_per_query"])
+    if entry.get("index_bytes_per_video") is not None and "index_bytes_per_video" in cost:
+        entry["index_bytes_per_video"] = float(entry["index_bytes_per_video"]) + float(cost["index_bytes_per_video"])
+    entry["postprocess_cost"] = cost
 
 
 def _plain(flat: dict[str, float]) -> dict[str, float]:

@@ -33,10 +33,12 @@ from vidbench.results.links import recipe_link, relative_link, run_links, travel
 from vidbench.results.protocols import describe_protocol
 from vidbench.results.reference import load_reference, match_reference
 from vidbench.results.schema import (
+    CONTROL_FAILURES,
     METRIC_KEYS,
     MMT_METRIC_KEYS,
     MMT_METRIC_NAMES,
     PROTOCOL_COST_FIELDS,
+    SUMMARY_METRIC_KEYS,
     result_problems,
 )
 
@@ -47,6 +49,15 @@ METRIC_COLUMNS: dict[str, str] = {
     f"{d} {label}": f"{d}_{m}" for d in ("t2v", "v2t") for m, label in _METRIC_LABELS.items()
 }
 PAPER_COLUMN = "Paper t2v R@1"
+CONTROLS_COLUMN = "Controls"
+# The summary scores of vidbench.eval.ranking_scores, in the full tables only (the headline keeps its columns).
+SUMMARY_COLUMNS: dict[str, str] = {
+    "R@sum": "RSum",
+    "t2v nDCG@10": "t2v_nDCG10",
+    "t2v mAP": "t2v_mAP",
+    "v2t nDCG@10": "v2t_nDCG10",
+    "v2t mAP": "v2t_mAP",
+}
 DELTA_COLUMN = "Δ R@1"
 COST_COLUMNS: tuple[str, ...] = (
     "Params M (total / trainable)",
@@ -130,6 +141,9 @@ class LeaderboardRow:
     origin: str = "vidbench"
     method: str = "?"
     metrics_mmt: dict[str, tuple[float, float | None]] | None = None
+    summary: dict[str, tuple[float, float | None]] | None = None  # R@sum, nDCG@10, mAP where every run has them
+    zero_shot: bool = False  # every run is `test --zero-shot`
+    control_failures: list[str] = field(default_factory=list)  # failed sanity controls, any seed
 
     @property
     def seeds(self) -> list[int]:
@@ -142,7 +156,8 @@ class LeaderboardRow:
     @property
     def display_label(self) -> str:
         """The method label, marked when the weights were imported from a reference checkpoint."""
-        return self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        label = self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        return label + (" (zero-shot)" if self.zero_shot else "")
 
 
 @dataclass
@@ -341,6 +356,12 @@ def _build_row(
     mmt = [r.record["protocols"][key.protocol].get("metrics_mmt") for r in runs]
     if all(isinstance(m, dict) for m in mmt):
         row.metrics_mmt = {k: mean_std([float(m[k]) for m in mmt]) for k in MMT_METRIC_KEYS if all(k in m for m in mmt)}
+    found = [r.record["protocols"][key.protocol]["metrics"] for r in runs]
+    present = [k for k in SUMMARY_METRIC_KEYS if all(k in m for m in found)]
+    if present:
+        row.summary = {k: mean_std([float(m[k]) for m in found]) for k in present}
+    row.zero_shot = all(bool(r.record.get("zero_shot")) for r in runs)
+    row.control_failures = list(dict.fromkeys(f for r in runs for f in control_failures(r.record)))
     row.cells = _row_cells(row, out_dir, link_runs)
     return row
 
@@ -352,6 +373,28 @@ def recorded_description(row: LeaderboardRow, protocol: str) -> str:
         if isinstance(text, str) and text.strip():
             return text
     return ""
+
+
+_CONTROL_LABELS = {"overlap": "train/test overlap", "shuffled_captions": "shuffled captions above chance",
+                   "counts": "non-standard test counts"}
+
+
+def control_failures(record: dict[str, Any]) -> list[str]:
+    """Short labels of the sanity controls a record failed (``controls`` of result.json)."""
+    controls = record.get("controls") or {}
+    return [
+        label
+        for name, label in _CONTROL_LABELS.items()
+        if (controls.get(name) or {}).get("status") in CONTROL_FAILURES[name]
+    ]
+
+
+def controls_cell(runs: Sequence[RunResult]) -> str:
+    """The provenance table's controls cell: ``pass`` or the failed controls."""
+    if not any(r.record.get("controls") for r in runs):
+        return EMPTY
+    failed = list(dict.fromkeys(f for r in runs for f in control_failures(r.record)))
+    return "FAIL: " + ", ".join(failed) if failed else "pass"
 
 
 def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> dict[str, str]:
@@ -386,6 +429,9 @@ def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> di
     at = f" @{gallery.pop()}" if len(gallery) == 1 and None not in gallery else ""
     cells[COST_COLUMNS[5]] = EMPTY if ms is None else f"{ms:.3g}{at}"
     cells["Runs"] = _runs_cell(row.runs, out_dir, link_runs)
+    cells[CONTROLS_COLUMN] = controls_cell(row.runs)
+    for col, k in SUMMARY_COLUMNS.items():
+        cells[col] = format_mean_std(*row.summary[k]) if row.summary and k in row.summary else EMPTY
     return cells
 
 
@@ -417,7 +463,16 @@ def _escape(cell: str) -> str:
 
 ACCURACY_COLUMNS: tuple[str, ...] = ("Method", "Seeds", *METRIC_COLUMNS)
 COST_TABLE_COLUMNS: tuple[str, ...] = ("Method", *COST_COLUMNS)
-PROVENANCE_COLUMNS: tuple[str, ...] = ("Method", "Backbone", "Recipe", PAPER_COLUMN, DELTA_COLUMN, "Runs")
+PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "Method",
+    "Backbone",
+    "Recipe",
+    PAPER_COLUMN,
+    DELTA_COLUMN,
+    CONTROLS_COLUMN,
+    "Runs",
+)
+SUMMARY_TABLE_COLUMNS: tuple[str, ...] = ("Method", "Seeds", *SUMMARY_COLUMNS)
 THEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Accuracy", ACCURACY_COLUMNS),
     ("Cost", COST_TABLE_COLUMNS),
@@ -464,6 +519,15 @@ def _table_markdown(table: LeaderboardTable, out_dir: Path) -> str:
         lines += [*(f"- {', '.join(methods)}: {sentence}" for sentence, methods in sentences.items()), ""]
     for theme, columns in THEMES:
         lines += [f"{theme}:", "", *_md_table(columns, (row.cells for row in table.rows)), ""]
+    if any(row.summary for row in table.rows):
+        lines += [
+            "Summary scores (R@sum = R@1+R@5+R@10 of both directions; nDCG@10 and mAP in %, ties as the "
+            "expected value over their orders; multi-caption v2t ranks all captions, every own caption "
+            "relevant):",
+            "",
+            *_md_table(SUMMARY_TABLE_COLUMNS, (row.cells for row in table.rows)),
+            "",
+        ]
     lines += _mmt_tables(table)
     sources = [row for row in table.rows if row.paper is not None]
     if sources:
@@ -539,6 +603,82 @@ def indistinguishable(h: Headline) -> list[tuple[str, str]]:
     ]
 
 
+def indistinguishable_groups(h: Headline) -> list[list[str]]:
+    """Groups of comparable headline rows whose t2v R@1 intervals (mean ± seed std) overlap, each listed once.
+
+    Intervals are merged along the R@1 axis, so a group is a chain: every member overlaps at least one other
+    (two ends of a long chain may not overlap each other). Only rows with at least two seeds are judged;
+    set-apart and zero-shot rows are not compared. Groups of one are left out.
+    """
+    rows = [(f"{i.row.display_label} `{i.protocol}`", *i.row.metrics["t2v_R1"]) for i in h.main]
+    spans = sorted((mean - std, mean + std, label) for label, mean, std in rows if std is not None)
+    groups: list[list[str]] = []
+    reach = float("-inf")
+    for lo, hi, label in spans:
+        if groups and lo < reach:
+            groups[-1].append(label)
+            reach = max(reach, hi)
+        else:
+            groups.append([label])
+            reach = hi
+    return [g for g in groups if len(g) > 1]
+
+
+def _controls_notes(h: Headline) -> list[str]:
+    """What the sanity controls say about the headline's rows: failures by name, and counts."""
+    notes: list[str] = []
+    seen: set[str] = set()
+    counts_notes: dict[str, list[str]] = {}
+    for item in h.rows:
+        row = item.row
+        key = f"{row.display_label} ({row.recipe})"
+        if key in seen:
+            continue
+        seen.add(key)
+        details = []
+        for run in row.runs:
+            c = run.record.get("controls") or {}
+            for name in ("overlap", "shuffled_captions", "counts"):
+                entry = c.get(name) or {}
+                if entry.get("status") in CONTROL_FAILURES[name]:
+                    if name == "shuffled_captions":
+                        text = (
+                            f"shuffled-caption t2v R@1 {entry.get('t2v_R1', float('nan')):.1f} above chance "
+                            f"{entry.get('chance_R1', float('nan')):.1f} + {entry.get('tolerance', float('nan')):.1f}"
+                        )
+                    else:
+                        text = str(entry.get("note") or entry.get("status"))
+                    details.append(f"{_CONTROL_LABELS[name]}: {text} (seed {run.record['seed']})")
+            counts = c.get("counts") or {}
+            if counts.get("status") in ("standard", "no-standard") and counts.get("note"):
+                counts_notes.setdefault(str(counts["note"]), [])
+                if row.display_label not in counts_notes[str(counts["note"])]:
+                    counts_notes[str(counts["note"])].append(row.display_label)
+        if details:
+            notes.append(f"- ⚠ Control failed, {key}: " + "; ".join(dict.fromkeys(details)) + ".")
+    banks: dict[str, str] = {}
+    for item in h.rows:
+        if item.protocol.split("@")[0].endswith("qbnorm"):
+            costs = [r.record["protocols"][item.protocol].get("postprocess_cost") or {} for r in item.row.runs]
+            sizes = sorted({int(c["bank_size"]) for c in costs if "bank_size" in c})
+            split = next((c.get("bank_split") for c in costs if c.get("bank_split")), "?")
+            secs = [float(c["bank_seconds"]) for c in costs if "bank_seconds" in c]
+            if sizes:
+                size = "/".join(f"{n:,}" for n in sizes)
+                took = f", encoded and scored in {statistics.fmean(secs):.2g} s" if secs else ""
+                banks[item.row.display_label] = f"{size} captions of `{split}`{took}"
+    if banks:
+        notes.append(
+            "- `qbnorm` query banks (training captions, a one-time cost not in ms/query): "
+            + "; ".join(f"{k}: {v}" for k, v in banks.items())
+            + "."
+        )
+    for note, labels in counts_notes.items():
+        who = "all rows" if len(labels) == len({i.row.display_label for i in h.rows}) else ", ".join(labels)
+        notes.append(f"- Query and gallery counts ({who}): {note}.")
+    return notes
+
+
 def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateReport) -> str:
     notes = list(_data_notes(report.runs, h.dataset, h.split))
     if any(item.row.imported for item in h.rows):
@@ -555,12 +695,13 @@ def _headline_section(h: Headline, fig: SplitFigure | None, report: AggregateRep
             f"- `faiss` ({', '.join(served)}) serves the same codes and ranking as `base` from a FAISS index: "
             "in the full tables only."
         )
-    ties = indistinguishable(h)
-    if ties:
+    groups = indistinguishable_groups(h)
+    if groups:
         notes.append(
-            "- Not separated by these seeds (t2v R@1 means closer than the sum of their stds; no ranking "
-            "between them is implied): " + "; ".join(f"{a} ≈ {b}" for a, b in ties) + "."
+            "- Not separated by these seeds (t2v R@1 intervals, mean ± std, overlap along each group; no "
+            "ranking within a group is implied): " + "; ".join("{" + ", ".join(g) + "}" for g in groups) + "."
         )
+    notes += _controls_notes(h)
     text = headline_markdown(h, notes).rstrip("\n") + "\n\n"
     if fig is not None and fig.paths:
         links = []
@@ -680,9 +821,18 @@ def _flat_row(run: RunResult, runs_dir: Path, duplicate: bool) -> dict[str, Any]
                 row[f"{name}.{k}"] = proto[k]
         if proto.get("selection"):
             row[f"{name}.selection"] = proto["selection"]
+        for k in SUMMARY_METRIC_KEYS:
+            if k in proto["metrics"]:
+                row[f"{name}.{k}"] = proto["metrics"][k]
         for k, v in sorted((proto.get("metrics_mmt") or {}).items()):
             row[f"{name}.mmt.{k}"] = v
     row["checkpoint.origin"] = checkpoint_origin(r)
+    row["zero_shot"] = bool(r.get("zero_shot", False))
+    for name, entry in sorted((r.get("controls") or {}).items()):
+        if isinstance(entry, dict):
+            row[f"controls.{name}.status"] = entry.get("status")
+            if entry.get("note"):
+                row[f"controls.{name}.note"] = entry["note"]
     return row
 
 
@@ -823,6 +973,7 @@ __all__ = [
     "aggregate",
     "format_mean_std",
     "format_report",
+    "indistinguishable_groups",
     "mean_std",
     "recipe_base",
 ]

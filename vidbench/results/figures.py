@@ -112,17 +112,18 @@ def build_split_figures(headlines: Sequence[Headline], reference: pd.DataFrame |
         for item in h.rows:
             row = item.row
             name = row.display_label
+            apart = item.info.set_apart or bool(getattr(row, "zero_shot", False))  # zero-shot: faded, off the frontier
             r1, r1_std = row.metrics["t2v_R1"]
             rm, rm_std = row.mean_r
             x = row.efficiency.get("match_flops_per_query")
             if _positive(x):
-                fig.r1.append(FigPoint(name, item.protocol, x, r1, r1_std or 0.0, item.info.set_apart))
-                fig.rmean.append(FigPoint(name, item.protocol, x, rm, rm_std or 0.0, item.info.set_apart))
+                fig.r1.append(FigPoint(name, item.protocol, x, r1, r1_std or 0.0, apart))
+                fig.rmean.append(FigPoint(name, item.protocol, x, rm, rm_std or 0.0, apart))
             else:
                 fig.omitted.append(f"{h.title}: {name} `{item.protocol}` has no positive `match_flops_per_query`")
             b = row.efficiency.get("index_bytes_per_video")
             if _positive(b):
-                fig.by_bytes.append(FigPoint(name, item.protocol, b, r1, r1_std or 0.0, item.info.set_apart))
+                fig.by_bytes.append(FigPoint(name, item.protocol, b, r1, r1_std or 0.0, apart))
             else:
                 fig.omitted.append(f"{h.title}: {name} `{item.protocol}` has no positive `index_bytes_per_video`")
             labels.setdefault(row.method_label, row.backbone)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vidbench.results.protocols import ProtocolInfo, describe_protocol
@@ -61,6 +61,7 @@ class Headline:
     caption_policy: str | None
     main: list[HeadlineRow]
     apart: list[HeadlineRow]
+    zero_shot: list[HeadlineRow] = field(default_factory=list)  # `test --zero-shot` rows, their own group
 
     @property
     def title(self) -> str:
@@ -69,7 +70,7 @@ class Headline:
 
     @property
     def rows(self) -> list[HeadlineRow]:
-        return [*self.main, *self.apart]
+        return [*self.main, *self.zero_shot, *self.apart]
 
 
 def _flops(value: float | None) -> str:
@@ -78,6 +79,9 @@ def _flops(value: float | None) -> str:
 
 def headline_cells(row: Any, protocol: str, info: ProtocolInfo, backbones: int) -> dict[str, str]:
     label = row.display_label + (f" · {row.backbone}" if backbones > 1 else "")
+    flags = getattr(row, "control_failures", [])
+    if flags:
+        label += " ⚠ " + ", ".join(flags)
     cells = {"Method": label, "Protocol": f"`{protocol}`"}
     cells.update({col: row.cells[src] for col, src in _FROM_FULL.items()})
     cells["Match FLOPs/query"] = _flops(row.efficiency.get("match_flops_per_query"))
@@ -85,6 +89,8 @@ def headline_cells(row: Any, protocol: str, info: ProtocolInfo, backbones: int) 
         cells["Protocol"] += " (transductive)"
     if info.oracle:
         cells["Protocol"] += " (oracle checkpoint)"
+    if info.extra_data:
+        cells["Protocol"] += " (uses training captions)"
     return cells
 
 
@@ -129,12 +135,17 @@ def build_headlines(tables: Sequence[Any]) -> list[Headline]:
                 dataset,
                 split,
                 policy,
-                [h for h in items if not h.info.set_apart],
-                [h for h in items if h.info.set_apart],
+                [h for h in items if not h.info.set_apart and not _zero_shot(h)],
+                [h for h in items if h.info.set_apart and not _zero_shot(h)],
+                [h for h in items if _zero_shot(h)],
             )
         )
     out.sort(key=lambda h: (h.dataset, h.split, h.caption_policy or ""))
     return out
+
+
+def _zero_shot(item: HeadlineRow) -> bool:
+    return bool(getattr(item.row, "zero_shot", False))
 
 
 def _escape(cell: str) -> str:
@@ -145,9 +156,16 @@ def headline_markdown(h: Headline, notes: Sequence[str] = ()) -> str:
     lines = [f"## {h.title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for item in h.main:
         lines.append("| " + " | ".join(_escape(item.cells[c]) for c in COLUMNS) + " |")
+    blank = ["" for _ in COLUMNS[1:]]
+    if h.zero_shot:
+        label = "**Zero-shot: untrained by this recipe (`test --zero-shot`), not comparable with fine-tuned rows**"
+        lines.append("| " + " | ".join([label, *blank]) + " |")
+        for item in h.zero_shot:
+            lines.append("| " + " | ".join(_escape(item.cells[c]) for c in COLUMNS) + " |")
     if h.apart:
-        blank = ["" for _ in COLUMNS[1:]]
-        label = "**Set apart, not comparable with the rows above: transductive or oracle-selected**"
+        label = (
+            "**Set apart, not comparable with the rows above: transductive, oracle-selected or using extra data**"
+        )
         lines.append("| " + " | ".join([label, *blank]) + " |")
         for item in h.apart:
             lines.append("| " + " | ".join(_escape(item.cells[c]) for c in COLUMNS) + " |")

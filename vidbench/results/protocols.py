@@ -25,11 +25,12 @@ class ProtocolInfo:
     sentence: str
     transductive: bool
     oracle: bool
+    extra_data: bool = False  # uses data beyond the test split at test time (QB-Norm's training-caption bank)
 
     @property
     def set_apart(self) -> bool:
-        """Rows that must not be ranked with the others: transductive or oracle-selected."""
-        return self.transductive or self.oracle
+        """Rows that must not be ranked with the others: transductive, oracle-selected or using extra data."""
+        return self.transductive or self.oracle or self.extra_data
 
 
 def split_selection(name: str, selection: str | None = None) -> tuple[str, bool]:
@@ -62,6 +63,16 @@ def _core_sentence(core: str, method: str | None) -> str | None:
             "query's ranking depends on all the other test queries, so it is transductive and not comparable "
             "with `base`; the index stores the same per-video features as `base`."
         )
+    if core == "sinkhorn":
+        return (
+            "Sinkhorn normalisation of the whole text × video score matrix before ranking: exp(100 · S) is "
+            "scaled 20 times, columns to each video's caption count and rows to one, and the transport plan "
+            "is ranked; every query's ranking depends on all the other test queries, so it is transductive "
+            "and not comparable with `base`; the cost adds the scaling per query; the index stores the same "
+            "per-video features as `base`."
+        )
+    if core == "qbnorm":
+        return _QBNORM_SENTENCE
     m = _RERANK.fullmatch(core)
     if m:
         k, frames_only = m.group(1), bool(m.group(2))
@@ -91,6 +102,22 @@ def _core_sentence(core: str, method: str | None) -> str | None:
     return None
 
 
+_QBNORM_SENTENCE = (
+    "QB-Norm with the dynamic inverted softmax (Bogolin et al., CVPR 2022; β = 20, k = 1 as the authors' "
+    "release): a bank of training-split captions (5,000 drawn at random by default, `eval.qbnorm_bank`; the "
+    "release uses every training caption) is scored against the test gallery, and a text query whose top "
+    "video is in some bank query's top k gets exp(β s) divided by that video's bank sum; not transductive on "
+    "the test queries but it uses extra data (the training captions, encoded at test time: the bank's "
+    "encoding and scoring are a one-time cost recorded with the row); v2t is left unnormalised; the index "
+    "stores `base`'s features plus 5 bytes per video."
+)
+_POST_SUFFIXES: dict[str, str] = {
+    "+dsl": "dual softmax over the whole score matrix (transductive)",
+    "+sinkhorn": "Sinkhorn normalisation of the whole score matrix (transductive)",
+    "+qbnorm": "QB-Norm over a bank of training captions (uses extra data)",
+}
+
+
 def describe_protocol(
     name: str, *, method: str | None = None, selection: str | None = None, description: str | None = None
 ) -> ProtocolInfo:
@@ -102,25 +129,24 @@ def describe_protocol(
     without one gets a sentence that says so rather than a guess.
     """
     core, oracle = split_selection(name, selection)
-    with_dsl = core.endswith("+dsl")
-    inner = core[: -len("+dsl")] if with_dsl else core
+    suffix = next((s for s in _POST_SUFFIXES if core.endswith(s)), None)
+    inner = core[: -len(suffix)] if suffix else core
     sentence = description.strip() if description and description.strip() else _core_sentence(inner, method)
-    transductive = with_dsl or inner == "dsl"
+    transductive = suffix in ("+dsl", "+sinkhorn") or inner in ("dsl", "sinkhorn")
+    extra_data = suffix == "+qbnorm" or inner == "qbnorm"
     if sentence is None:
         sentence = (
             f"a protocol this leaderboard does not know (`{inner}`): read the recipe and the method's "
             "`protocols()` for the exact procedure; treated as not transductive."
         )
-    if with_dsl:
-        sentence = sentence.rstrip(".").replace("; not transductive", "") + (
-            ", followed by dual softmax over the whole score matrix (transductive)."
-        )
+    if suffix:
+        sentence = sentence.rstrip(".").replace("; not transductive", "") + f", followed by {_POST_SUFFIXES[suffix]}."
     if oracle:
         sentence = sentence.rstrip(".") + (
             "; the checkpoint is the epoch that scored best on this same test split (the reference "
             "repositories' selection): an oracle, optimistic by that choice."
         )
-    return ProtocolInfo(name, sentence[0].upper() + sentence[1:], transductive, oracle)
+    return ProtocolInfo(name, sentence[0].upper() + sentence[1:], transductive, oracle, extra_data)
 
 
 __all__ = ["ORACLE_SUFFIX", "ProtocolInfo", "describe_protocol", "split_selection"]

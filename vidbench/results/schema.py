@@ -53,6 +53,14 @@ writers stay readable)::
                                                    # (older records hold the bare path of vidbench's checkpoint)
       "optim": {"optimizer": "bertadam" | "adamw" | "adam", "schedule": str, ...},   # optional: how vidbench
                                                    # trained the scored weights (null: zero-shot or imported)
+      "zero_shot": bool,               # optional: `test --zero-shot` (untrained weights); own headline group
+      "controls": {                    # optional: sanity controls run on every test (failures flagged)
+        "overlap": {"status": "pass" | "fail" | "declared" | "not-checked" | "not-applicable",
+                    "train_split", "shared_ids", "identical_files", "note", ...},
+        "shuffled_captions": {"status": "pass" | "fail", "t2v_R1", "real_t2v_R1", "chance_R1",
+                              "tolerance", "seed", "protocol"},
+        "counts": {"status": "standard" | "short" | "different" | "no-standard", "queries", "gallery",
+                   "standard_queries", "standard_gallery", "missing_ids", "note"}},
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
@@ -81,7 +89,21 @@ DIRECTIONS: tuple[str, ...] = ("t2v", "v2t")
 METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "MdR", "MnR")
 METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in METRIC_NAMES)
 # optional in "metrics": population std of the 1-based ranks (the reference's multi-caption t2v report)
-OPTIONAL_METRIC_KEYS: tuple[str, ...] = ("t2v_Std_Rank", "v2t_Std_Rank")
+# and the summary scores (vidbench.eval.ranking_scores): R@sum, nDCG@10 and mAP in percent
+SUMMARY_METRIC_KEYS: tuple[str, ...] = ("RSum", "t2v_nDCG10", "t2v_mAP", "v2t_nDCG10", "v2t_mAP")
+OPTIONAL_METRIC_KEYS: tuple[str, ...] = ("t2v_Std_Rank", "v2t_Std_Rank", *SUMMARY_METRIC_KEYS)
+# controls.<name>.status values
+CONTROL_STATUSES: dict[str, tuple[str, ...]] = {
+    "overlap": ("pass", "fail", "declared", "not-checked", "not-applicable"),
+    "shuffled_captions": ("pass", "fail"),
+    "counts": ("standard", "short", "different", "no-standard"),
+}
+# statuses the leaderboard flags
+CONTROL_FAILURES: dict[str, tuple[str, ...]] = {
+    "overlap": ("fail",),
+    "shuffled_captions": ("fail",),
+    "counts": ("short", "different"),
+}
 # "metrics_mmt": HCQ's (MMT's) metric family, a protocol of its own (vidbench.eval.metrics.mmt_retrieval_metrics)
 MMT_METRIC_NAMES: tuple[str, ...] = ("R1", "R5", "R10", "R50", "MdR", "MnR", "GeoMean")
 MMT_METRIC_KEYS: tuple[str, ...] = tuple(f"{d}_{m}" for d in DIRECTIONS for m in MMT_METRIC_NAMES)
@@ -296,6 +318,18 @@ def _check_checkpoint(c: Any, problems: list[str]) -> None:
         problems.append("'checkpoint.source' must be an object of strings {path, sha256}")
 
 
+def _check_controls(c: Any, problems: list[str]) -> None:
+    if not isinstance(c, dict):
+        problems.append("'controls' must be an object {overlap, shuffled_captions, counts}")
+        return
+    for name, entry in c.items():
+        allowed = CONTROL_STATUSES.get(name)
+        if not isinstance(entry, dict):
+            problems.append(f"'controls.{name}' must be an object with a 'status'")
+        elif allowed is not None and entry.get("status") not in allowed:
+            problems.append(f"'controls.{name}.status' must be one of {allowed}, got {entry.get('status')!r}")
+
+
 def result_problems(d: Any) -> list[str]:
     """Schema problems of one record, without a file prefix (empty list = valid)."""
     if not isinstance(d, dict):
@@ -333,6 +367,10 @@ def result_problems(d: Any) -> list[str]:
         _check_env(d["env"], problems)
     if d.get("checkpoint") is not None:
         _check_checkpoint(d["checkpoint"], problems)
+    if d.get("controls") is not None:
+        _check_controls(d["controls"], problems)
+    if "zero_shot" in d and not isinstance(d["zero_shot"], bool):
+        problems.append(f"'zero_shot' must be true/false, got {d['zero_shot']!r}")
     if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
         problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
     if d.get("created") is not None:
