@@ -128,6 +128,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         strategy=strategy,
         precision=t.precision,
         max_epochs=t.max_epochs,
+        accumulate_grad_batches=int(t.get("accumulate_grad_batches") or 1),
         gradient_clip_val=cfg.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
