@@ -35,7 +35,7 @@ from vidbench.models.clip import ClipBackbone
 from vidbench.models.gather import gather_features
 from vidbench.models.losses import symmetric_infonce
 
-from .grad_cache import grad_cache_step
+from .grad_cache import GradientStash, grad_cache_step
 from .optim import build_optimizer, build_scheduler, param_groups
 
 Features = dict[str, torch.Tensor]
@@ -205,9 +205,18 @@ class RetrievalMethod(L.LightningModule, ABC):
             (surrogate * factor).backward()
 
         check = not getattr(self, "_chunk_checked", False)
-        out = grad_cache_step(self, batch, chunk, backward=backward, loss_scale=scale, check=check)
+        # Lightning zeroes gradients between training_step and backward: the earlier chunks' gradients wait
+        # aside and join in on_before_backward, before the final backward (and so before DDP's all-reduce)
+        with GradientStash(self) as stash:
+            out = grad_cache_step(self, batch, chunk, backward=backward, loss_scale=scale, check=check)
         self._chunk_checked = True
+        self._grad_stash = stash
         return out
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        stash, self._grad_stash = getattr(self, "_grad_stash", None), None
+        if stash is not None:
+            stash.release()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         chunk = self.contrastive_chunk()

@@ -207,6 +207,41 @@ def grad_cache_step(
     return {k: v.detach() for k, v in terms.items()}, final
 
 
+class GradientStash:
+    """Keeps the gradients computed inside the block apart from ``.grad`` until :meth:`release` adds them back.
+
+    Lightning's automatic optimisation zeroes ``.grad`` after ``training_step`` and before it backpropagates
+    the returned loss; the chunks backpropagated inside the step would be lost. On entry the parameters'
+    current gradients (an accumulation window's) are set aside, on exit they are put back and what the block
+    produced is held here; ``release`` (from ``on_before_backward``) adds it to ``.grad``, so the final
+    backward pass, and DDP's all-reduce with it, sees the sum.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.held: list[tuple[nn.Parameter, Tensor]] = []
+
+    def __enter__(self) -> GradientStash:
+        self._outer = [p.grad for p in self.params]
+        for p in self.params:
+            p.grad = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = [(p, p.grad) for p in self.params if p.grad is not None]
+        for p, g in zip(self.params, self._outer, strict=True):
+            p.grad = g
+        self._outer = []
+
+    def release(self) -> None:
+        for p, g in self.held:
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
+        self.held = []
+
+
 def suggest_chunk(per_device_batch: int, chunk: int | None) -> int | None:
     """A ``contrastive_chunk`` to try after running out of memory: a quarter of the per-device batch when
     unchunked (a power of two), half the current chunk otherwise; None when chunks of one did not fit."""

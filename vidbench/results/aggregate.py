@@ -38,6 +38,7 @@ from vidbench.results.schema import (
     MMT_METRIC_NAMES,
     PROTOCOL_COST_FIELDS,
     result_problems,
+    training_deviations,
 )
 
 RESULT_NAME = "result.json"
@@ -130,6 +131,7 @@ class LeaderboardRow:
     origin: str = "vidbench"
     method: str = "?"
     metrics_mmt: dict[str, tuple[float, float | None]] | None = None
+    deviations: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -142,7 +144,8 @@ class LeaderboardRow:
     @property
     def display_label(self) -> str:
         """The method label, marked when the weights were imported from a reference checkpoint."""
-        return self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        label = self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
+        return label + (" [protocol deviation: gradient accumulation]" if self.deviations else "")
 
 
 @dataclass
@@ -228,12 +231,21 @@ def _identity(run: RunResult) -> tuple:
     )
 
 
+def batch_key(record: dict[str, Any]) -> tuple:
+    """(global batch, accumulation) as trained: runs that differ here are different rows (accumulation changes a
+    contrastive method); records without a ``training`` entry form their own group."""
+    t = record.get("training")
+    if not isinstance(t, dict):
+        return (None, None)
+    return (t.get("global_batch"), t.get("accumulate_grad_batches"))
+
+
 def _drop_duplicates(runs: list[RunResult]) -> tuple[list[RunResult], list[str]]:
     seen: dict[tuple, RunResult] = {}
     kept: list[RunResult] = []
     notes: list[str] = []
     for run in runs:
-        key = (*_identity(run), run.record["seed"])
+        key = (*_identity(run), batch_key(run.record), run.record["seed"])
         if key in seen:
             notes.append(
                 f"{run.path.as_posix()} repeats seed {run.record['seed']} of {run.record['recipe']}; "
@@ -341,6 +353,7 @@ def _build_row(
     mmt = [r.record["protocols"][key.protocol].get("metrics_mmt") for r in runs]
     if all(isinstance(m, dict) for m in mmt):
         row.metrics_mmt = {k: mean_std([float(m[k]) for m in mmt]) for k in MMT_METRIC_KEYS if all(k in m for m in mmt)}
+    row.deviations = sorted({d for r in runs for d in training_deviations(r.record)})
     row.cells = _row_cells(row, out_dir, link_runs)
     return row
 
@@ -377,7 +390,40 @@ def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> di
     at = f" @{gallery.pop()}" if len(gallery) == 1 and None not in gallery else ""
     cells[COST_COLUMNS[5]] = EMPTY if ms is None else f"{ms:.3g}{at}"
     cells["Runs"] = _runs_cell(row.runs, out_dir, link_runs)
+    cells.update(training_cells(row.runs))
     return cells
+
+
+def _agreed(runs: list[RunResult], fn) -> str:
+    """One display value for the row's runs: EMPTY when no run says, every distinct value otherwise."""
+    values = []
+    for run in runs:
+        t = run.record.get("training")
+        v = fn(t) if isinstance(t, dict) else None
+        if v is not None and v not in values:
+            values.append(v)
+    return " / ".join(values) if values else EMPTY
+
+
+def training_cells(runs: list[RunResult]) -> dict[str, str]:
+    """The batch the runs were trained with (result.json ``training``; EMPTY for older records)."""
+
+    def topo(t: dict) -> str | None:
+        return f"{t['num_nodes']} × {t['devices_per_node']}" if "num_nodes" in t else None
+
+    def num(key: str):
+        return lambda t: None if t.get(key) is None else str(t[key])
+
+    return {
+        "Nodes × devices": _agreed(runs, topo),
+        "Per-device batch": _agreed(runs, num("per_device_batch")),
+        "Global batch": _agreed(runs, num("global_batch")),
+        "Chunk": _agreed(runs, lambda t: "off" if "contrastive_chunk" in t and t["contrastive_chunk"] is None
+                         else num("contrastive_chunk")(t)),
+        "Accumulation": _agreed(runs, num("accumulate_grad_batches")),
+        "Precision": _agreed(runs, num("precision")),
+        "Train split": _agreed(runs, num("train_split")),
+    }
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -391,7 +437,7 @@ def _group(runs: list[RunResult]) -> dict[TableKey, dict[tuple, list[RunResult]]
     tables: dict[TableKey, dict[tuple, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         r = run.record
-        ident = _identity(run)[:4]
+        ident = (*_identity(run)[:4], batch_key(r))
         for protocol in r["protocols"]:
             key = TableKey(r["dataset"], r["split"], protocol, r.get("caption_policy"))
             tables[key][ident].append(run)
@@ -409,10 +455,21 @@ def _escape(cell: str) -> str:
 ACCURACY_COLUMNS: tuple[str, ...] = ("Method", "Seeds", *METRIC_COLUMNS)
 COST_TABLE_COLUMNS: tuple[str, ...] = ("Method", *COST_COLUMNS)
 PROVENANCE_COLUMNS: tuple[str, ...] = ("Method", "Backbone", "Recipe", PAPER_COLUMN, DELTA_COLUMN, "Runs")
+TRAINING_COLUMNS: tuple[str, ...] = (
+    "Method",
+    "Nodes × devices",
+    "Per-device batch",
+    "Global batch",
+    "Chunk",
+    "Accumulation",
+    "Precision",
+    "Train split",
+)
 THEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Accuracy", ACCURACY_COLUMNS),
     ("Cost", COST_TABLE_COLUMNS),
     ("Provenance", PROVENANCE_COLUMNS),
+    ("Training batch", TRAINING_COLUMNS),
 )
 
 
@@ -454,6 +511,10 @@ def _table_markdown(table: LeaderboardTable, out_dir: Path) -> str:
     for theme, columns in THEMES:
         lines += [f"{theme}:", "", *_md_table(columns, (row.cells for row in table.rows)), ""]
     lines += _mmt_tables(table)
+    deviating = [(row, d) for row in table.rows for d in row.deviations]
+    if deviating:
+        lines += ["Protocol deviations (rows marked above):", ""]
+        lines += [f"- {row.method_label}, `{row.recipe}`: {d}" for row, d in deviating] + [""]
     sources = [row for row in table.rows if row.paper is not None]
     if sources:
         lines.append("Paper numbers:")
@@ -657,7 +718,7 @@ def _flat_row(run: RunResult, runs_dir: Path, duplicate: bool) -> dict[str, Any]
     row: dict[str, Any] = {"result_path": run.path.relative_to(runs_dir).as_posix(), "duplicate": duplicate}
     for k in _CSV_FIELDS:
         row[k] = r.get(k)
-    for section in ("efficiency", "data", "env"):
+    for section in ("efficiency", "data", "env", "training"):
         for k, v in (r.get(section) or {}).items():
             row[f"{section}.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
     for name, proto in sorted(r["protocols"].items()):
