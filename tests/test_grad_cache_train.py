@@ -64,10 +64,8 @@ def test_hcq_on_mmt_features_refuses_chunking(tmp_path: Path):
     root = tmp_path / "data"
     write_msrvtt(root / "mmt" / "MSRVTT")
     vocab = write_tiny_bert_vocab(root / "vocab" / "vocab.txt").parent
-    cfg = compose(
-        HCQ_MMT,
-        [*tiny_mmt(root, vocab, tmp_path / "runs", epochs=1), "trainer.contrastive_chunk=2", "eval.select_on_test=false"],
-    )
+    extra = ["trainer.contrastive_chunk=2", "eval.select_on_test=false"]
+    cfg = compose(HCQ_MMT, [*tiny_mmt(root, vocab, tmp_path / "runs", epochs=1), *extra])
     with pytest.raises(ConfigError, match=r"text_experts\..*batch_norm \(BatchNorm1d\)"):
         runner.fit(cfg)
 

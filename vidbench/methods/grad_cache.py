@@ -186,7 +186,8 @@ def grad_cache_step(
     cached: dict[str, dict[str, Tensor]] = {"t": {}, "v": {}}
     for (side, key, _), g in zip(wanted, grads, strict=True):
         if g is not None:  # a feature the loss does not use gets no gradient, as without chunking
-            cached[side][key] = g.float() / loss_scale if loss_scale != 1.0 else g
+            # unscaled in at least float32, so float16 gradients cannot underflow once divided
+            cached[side][key] = g.to(torch.promote_types(g.dtype, torch.float32)) / loss_scale if loss_scale != 1.0 else g
     del grads, leaves_text, leaves_video
 
     final = loss
