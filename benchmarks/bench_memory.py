@@ -10,7 +10,7 @@ over the step (weights, gradients and AdamW state included); on CPU the growth o
 set over the step above the resident set before it (activations, gradients, AdamW state; the weights are
 printed apart). The largest batch per memory size comes from the measured curve: peak(B, C) is fitted as
 ``fixed + a * min(C, B) + b * B`` from the runs at B = 128 (every chunk) and one run at B = 64 (chunk 8).
-With ``--write`` the table replaces the section between the markers in benchmarks/README.md.
+With ``--write`` the table replaces this mode's (cpu / gpu) section between its markers in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- bench_memory:begin -->", "<!-- bench_memory:end -->"
+
+def markers(gpu: bool) -> tuple[str, str]:
+    """The README section this mode owns (the CPU and the GPU tables live side by side)."""
+    mode = "gpu" if gpu else "cpu"
+    return f"<!-- bench_memory:{mode}:begin -->", f"<!-- bench_memory:{mode}:end -->"
+
 CHUNKS = (None, 64, 32, 16, 8)
 GIB = 2**30
 
@@ -175,7 +180,8 @@ def largest_batch(curve: tuple[float, float, float], budget: float, chunk: int |
 
 
 def table(rows: list[dict], curve, gpu: bool, full: int) -> list[str]:
-    lines = ["| frames | batch | chunk | peak GiB | step s | largest batch @ 24 / 40 / 80 GiB |", "|---|---|---|---|---|---|"]
+    lines = ["| frames | batch | chunk | peak GiB | step s | largest batch @ 24 / 40 / 80 GiB |"]
+    lines.append("|---|---|---|---|---|---|")
     for r in rows:
         chunk = "off" if r["chunk"] is None else str(r["chunk"])
         if r.get("oom"):
@@ -237,10 +243,12 @@ def main() -> None:
     print(text)
     if args.write:
         readme = HERE / "README.md"
+        begin, end = markers(args.gpu)
         old = readme.read_text()
-        block = f"{BEGIN}\n```\n.venv/bin/python benchmarks/bench_memory.py{' --gpu' if args.gpu else ''}\n```\n\n{text}\n{END}"
-        if BEGIN in old:
-            new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
+        command = ".venv/bin/python benchmarks/bench_memory.py" + (" --gpu" if args.gpu else "")
+        block = f"{begin}\n```\n{command}\n```\n\n{text}\n{end}"
+        if begin in old:
+            new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
         else:
             new = old.rstrip() + "\n\n" + block + "\n"
         from vidbench.io import write_text_atomic

@@ -82,3 +82,42 @@ def test_chunked_run_resumed_matches_uninterrupted(small_synth: Path, tmp_path: 
     want, got = _weights(straight), _weights(resumed)
     for key, value in want.items():
         assert torch.equal(got[key], value), key
+
+
+def test_leaderboard_shows_the_training_batch_and_marks_accumulation(tmp_path: Path):
+    """Batch fields reach the full tables and the headline; accumulation is marked; an older record (no
+    ``training``) stays readable and forms its own row."""
+    from tests.test_aggregate import metrics, record, write_run
+    from vidbench.results.aggregate import aggregate
+    from vidbench.results.schema import result_problems
+
+    runs = tmp_path / "runs"
+    base = {"base": {"postprocess": "none", "metrics": metrics(44.0)}}
+    training = {
+        "num_nodes": 2,
+        "devices_per_node": 4,
+        "world_size": 8,
+        "per_device_batch": 16,
+        "global_batch": 128,
+        "contrastive_chunk": 8,
+        "accumulate_grad_batches": 1,
+        "samples_per_step": 128,
+        "precision": "bf16-mixed",
+        "train_split": "train-7k",
+        "deviations": [],
+    }
+    chunked = record("c4c_b128", "CLIP4Clip (meanP)", "clip4clip", 0, base, None) | {"training": training}
+    accumulated = record("c4c_b64x2", "CLIP4Clip (meanP)", "clip4clip", 0, base, None) | {
+        "training": training | {"global_batch": 64, "accumulate_grad_batches": 2, "deviations": ["accumulation x2"]}
+    }
+    older = record("c4c_old", "CLIP4Clip (meanP)", "clip4clip", 0, base, None)
+    for rec in (chunked, accumulated, older):
+        assert result_problems(rec) == []
+        write_run(runs, rec)
+    assert result_problems(chunked | {"training": training | {"global_batch": 0}})  # validated, not just stored
+    report = aggregate(runs, tmp_path / "out", reference=None)
+    md = report.leaderboard_path.read_text()
+    assert "| CLIP4Clip (meanP) | 2 × 4 | 16 | 128 | 8 | 1 | bf16-mixed | train-7k |" in md
+    assert "CLIP4Clip (meanP) [protocol deviation: gradient accumulation]" in md and "accumulation x2" in md
+    assert "128 · train-7k" in md and "— · train-9k" in md  # headline: batch · split; older record: its split
+    assert len(report.table("msrvtt", "test-1ka", "base").rows) == 3

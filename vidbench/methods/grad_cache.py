@@ -187,7 +187,8 @@ def grad_cache_step(
     for (side, key, _), g in zip(wanted, grads, strict=True):
         if g is not None:  # a feature the loss does not use gets no gradient, as without chunking
             # unscaled in at least float32, so float16 gradients cannot underflow once divided
-            cached[side][key] = g.to(torch.promote_types(g.dtype, torch.float32)) / loss_scale if loss_scale != 1.0 else g
+            wide = g.to(torch.promote_types(g.dtype, torch.float32))
+            cached[side][key] = wide / loss_scale if loss_scale != 1.0 else g
     del grads, leaves_text, leaves_video
 
     final = loss
