@@ -121,3 +121,15 @@ def test_leaderboard_shows_the_training_batch_and_marks_accumulation(tmp_path: P
     assert "CLIP4Clip (meanP) [protocol deviation: gradient accumulation]" in md and "accumulation x2" in md
     assert "128 · train-7k" in md and "— · train-9k" in md  # headline: batch · split; older record: its split
     assert len(report.table("msrvtt", "test-1ka", "base").rows) == 3
+
+
+def test_out_of_memory_at_the_first_step_suggests_a_chunk(small_synth: Path, tmp_path: Path, monkeypatch):
+    from vidbench.errors import VidbenchError
+    from vidbench.methods.clip4clip import Clip4Clip
+
+    def no_memory(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Clip4Clip, "global_loss_terms", no_memory)
+    with pytest.raises(VidbenchError, match=r"trainer\.contrastive_chunk=2 .*same gradients"):
+        runner.fit(_cfg(small_synth, tmp_path / "oom", ["trainer.max_epochs=1"]))

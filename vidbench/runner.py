@@ -47,6 +47,7 @@ from vidbench.errors import ConfigError, VidbenchError
 from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
+from vidbench.methods.grad_cache import oom_hint
 from vidbench.reference_ckpt import ImportedCheckpoint, load_into
 from vidbench.results.schema import write_json_atomic
 
@@ -169,7 +170,14 @@ def fit(cfg: DictConfig) -> Path:
         # start from given weights (a converted or reference checkpoint); a resumed run has its own
         start = load_into(method, cfg.model.init_from, cfg.run.name)
         log.info("initialised from %s (%s checkpoint, sha256 %s)", start.path, start.origin, start.sha256)
-    trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    except torch.OutOfMemoryError as err:
+        if trainer.global_step > 0:
+            raise
+        chunk = cfg.trainer.get("contrastive_chunk")
+        per_device = int(cfg.data.batch_size) // max(1, int(trainer.world_size))
+        raise VidbenchError(oom_hint(per_device, int(chunk) if chunk else None)) from err
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
         write_text_atomic(out / TRAINING, json.dumps(training_record(cfg, trainer), indent=1) + "\n")
