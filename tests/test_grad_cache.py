@@ -10,8 +10,9 @@ Two statements, each to 1e-10 for chunks of 1, 3 and B/2 samples:
   masks in the second pass. The tests also show the dropout is live (another seed changes the gradient).
 
 And under 2 gloo processes with torch's DistributedDataParallel around the step (so the inner backward
-passes meet DDP's reducer as under Lightning): the averaged gradient equals the single-process gradient of
-the whole batch (dropout off) and the all-reduced per-rank autograd reference (dropout on).
+passes run inside DDP's forward, as under Lightning): the averaged gradient equals unchunked DDP's (dropout
+off; that one equals a single process on the whole batch, test_ddp_gradients) and the all-reduced per-rank
+autograd reference (dropout on). The default run checks DRL (WTI) and HCQ; the rehearsal every method.
 """
 
 from __future__ import annotations
