@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
 
-.PHONY: setup test lint demo synth leaderboard clean $(addprefix reproduce-,$(DATASETS))
+.PHONY: setup test lint demo synth leaderboard clean rehearse-grad-cache bench-memory $(addprefix reproduce-,$(DATASETS))
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ demo: setup
 $(addprefix reproduce-,$(DATASETS)): reproduce-%: setup
 	$(BIN)/vidbench reproduce $* $(ARGS) --data-root "$(DATA_ROOT)" $(if $(CLIP),--clip $(CLIP)) \
 		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(GPUS),--gpus $(GPUS)) --runs $(or $(RUNS),runs) --out $(or $(OUT),results)
+
+# Gradient caching (trainer.contrastive_chunk): every method's exactness under DDP and a chunked run resumed.
+rehearse-grad-cache: setup
+	$(BIN)/pytest -m rehearsal tests/test_grad_cache.py tests/test_grad_cache_train.py
+
+# Peak memory and step time per contrastive_chunk (CPU, reduced width; add ARGS="--gpu" on a GPU box).
+bench-memory: setup
+	$(BIN)/python benchmarks/bench_memory.py $(ARGS)
 
 # Re-aggregate whatever is in runs/ into results/.
 leaderboard: setup

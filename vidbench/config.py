@@ -124,6 +124,11 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     gather_grad: str = "exact"  # exact: DDP grads equal the single-process grads; reference: 1/W on the encoders
+    # Gradient caching (vidbench/methods/grad_cache.py): encoders run on chunks of this many samples, the loss on
+    # the whole per-device batch, same gradients; null = off. Lowers activation memory, keeps the method.
+    contrastive_chunk: int | None = None
+    # > 1 changes a contrastive method (each micro-batch has fewer negatives): allowed, recorded as a deviation
+    accumulate_grad_batches: int = 1
     log_every_n_steps: int = 10
     limit_train_batches: Any = None
     stop_after_epochs: int | None = None  # end this invocation early (schedule unchanged); rerun resumes
@@ -308,6 +313,11 @@ def _validate_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, dotted)
         if value not in choices:
             raise ConfigError(f"config key '{dotted}' = {value!r}; choose one of {list(choices)}")
+    chunk = cfg.trainer.contrastive_chunk
+    if chunk is not None and chunk < 1:
+        raise ConfigError(f"trainer.contrastive_chunk = {chunk}: samples per encoder chunk, >= 1 (or null: off)")
+    if cfg.trainer.accumulate_grad_batches < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches = {cfg.trainer.accumulate_grad_batches}: must be >= 1")
 
 
 def _expand_user_paths(cfg: DictConfig) -> None:
@@ -412,6 +422,8 @@ _LATER_KEYS_AT_DEFAULT = {
     "eval.qbnorm_beta": 20.0,
     "eval.qbnorm_k": 1,
     "eval.shuffle_control": True,
+    "trainer.contrastive_chunk": None,
+    "trainer.accumulate_grad_batches": 1,
 }
 
 

@@ -50,6 +50,7 @@ from vidbench.eval.controls import counts_check
 from vidbench.io import ensure_writable, write_text_atomic
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
+from vidbench.methods.grad_cache import oom_hint
 from vidbench.reference_ckpt import ImportedCheckpoint, load_into
 from vidbench.results.schema import write_json_atomic
 
@@ -131,6 +132,7 @@ def build_trainer(cfg: DictConfig, out: Path, *, training: bool, resume: Path | 
         strategy=strategy,
         precision=t.precision,
         max_epochs=t.max_epochs,
+        accumulate_grad_batches=int(t.get("accumulate_grad_batches") or 1),
         gradient_clip_val=cfg.optim.grad_clip or None,
         log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches,
@@ -171,9 +173,17 @@ def fit(cfg: DictConfig) -> Path:
         # start from given weights (a converted or reference checkpoint); a resumed run has its own
         start = load_into(method, cfg.model.init_from, cfg.run.name)
         log.info("initialised from %s (%s checkpoint, sha256 %s)", start.path, start.origin, start.sha256)
-    trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    except torch.OutOfMemoryError as err:
+        if trainer.global_step > 0:
+            raise
+        chunk = cfg.trainer.get("contrastive_chunk")
+        per_device = int(cfg.data.batch_size) // max(1, int(trainer.world_size))
+        raise VidbenchError(oom_hint(per_device, int(chunk) if chunk else None)) from err
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
+        write_text_atomic(out / TRAINING, json.dumps(training_record(cfg, trainer), indent=1) + "\n")
         trained = getattr(dm, "text_counts", {})  # the training split's truncation counts, for data.text
         if trained:
             write_text_atomic(out / TEXT_COUNTS, json.dumps(trained, indent=1) + "\n")
@@ -181,6 +191,50 @@ def fit(cfg: DictConfig) -> Path:
 
 
 TEXT_COUNTS = "data_text.json"
+TRAINING = "training.json"
+
+
+def training_record(cfg: DictConfig, trainer: L.Trainer) -> dict[str, Any]:
+    """How the run was trained, as result.json's ``training`` reports it: the batch the contrastive loss saw
+    (per device and global), how it was computed (chunks, accumulation, precision) and on what topology.
+
+    Gradient accumulation over contrastive micro-batches shrinks the set of negatives each sample meets: it is
+    listed under ``deviations`` so the leaderboard marks the row.
+    """
+    devices = int(trainer.num_devices)
+    nodes = int(trainer.num_nodes)
+    world = int(trainer.world_size)
+    global_batch = int(cfg.data.batch_size)
+    per_device = global_batch // world
+    accumulate = int(trainer.accumulate_grad_batches)
+    deviations = []
+    if accumulate > 1:
+        deviations.append(
+            f"gradient accumulation over {accumulate} micro-batches: the contrastive loss sees {global_batch} pairs "
+            f"at a time (negatives per sample: {global_batch - 1}), not the {global_batch * accumulate} of one "
+            "optimiser step; use trainer.contrastive_chunk to keep the batch within memory instead"
+        )
+    chunk = cfg.trainer.get("contrastive_chunk")
+    return {
+        "num_nodes": nodes,
+        "devices_per_node": devices,
+        "world_size": world,
+        "per_device_batch": per_device,
+        "global_batch": global_batch,
+        "contrastive_chunk": int(chunk) if chunk else None,
+        "accumulate_grad_batches": accumulate,
+        "samples_per_step": global_batch * accumulate,
+        "precision": str(cfg.trainer.precision),
+        "train_split": str(cfg.data.get("train_split") or "") or None,
+        "deviations": deviations,
+    }
+
+
+def read_training_record(out: Path) -> dict[str, Any] | None:
+    """The record ``fit`` wrote into the run directory; None for runs trained before it existed."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((out / TRAINING).read_text())
+    return None
 
 
 def text_counts(out: Path, dm: Any) -> dict[str, dict[str, int]]:
@@ -297,6 +351,8 @@ def build_result(
             synthetic=is_synthetic(cfg),
         ),
     }
+    if ckpt is not None and ckpt.origin == "vidbench":
+        record["training"] = read_training_record(out)
     return record
 
 

@@ -43,6 +43,7 @@ from vidbench.models.clip import ClipBackbone
 from vidbench.models.gather import gather_features
 from vidbench.models.losses import symmetric_infonce
 
+from .grad_cache import GradientStash, grad_cache_step
 from .optim import build_optimizer, build_scheduler, param_groups
 
 Features = dict[str, torch.Tensor]
@@ -192,16 +193,66 @@ class RetrievalMethod(L.LightningModule, ABC):
         ]
 
     # ---- training --------------------------------------------------------------------------------------
-    def global_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Encode the local batch, gather it with gradients, and compute the loss on the global batch."""
-        text = self.encode_text_batch(batch)
-        video = self.encode_video_batch(batch)
+    def encode_parts(self, batch: dict[str, Any]) -> tuple[Features, Features]:
+        """The per-sample encoders' outputs (text, video) for a training batch: what ``trainer.contrastive_chunk``
+        runs in chunks and caches. Nothing here may couple samples (see :mod:`.grad_cache`)."""
+        return self.encode_text_batch(batch), self.encode_video_batch(batch)
+
+    def finish_parts(self, text: Features, video: Features) -> tuple[Features, Features]:
+        """The batch-level stage between the encoders and the gather, on the whole local batch (identity here;
+        HCQ's VLAD and quantisers, whose BatchNorm couples samples, run here)."""
+        return text, video
+
+    def observe_local_features(self, text: Features, video: Features) -> None:
+        """Sees this rank's training features once per step, before the gather (HCQ caches them for k-means)."""
+
+    def local_loss_terms(self, text: Features, video: Features) -> dict[str, torch.Tensor]:
+        """From the local encoder outputs: the batch-level stage, the gather with gradients, the global loss."""
+        text, video = self.finish_parts(text, video)
+        self.observe_local_features(text, video)
         mode = self.cfg.trainer.gather_grad
         return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
+    def global_loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode the local batch, gather it with gradients, and compute the loss on the global batch."""
+        return self.local_loss_terms(*self.encode_parts(batch))
+
+    def contrastive_chunk(self) -> int | None:
+        chunk = self.cfg.trainer.get("contrastive_chunk")
+        return int(chunk) if chunk else None
+
+    def chunked_loss_terms(self, batch: dict[str, Any], chunk: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gradient caching (:mod:`.grad_cache`): the earlier chunks are backpropagated here, scaled as Lightning
+        scales the returned loss (AMP's GradScaler, 1/accumulation); the returned tensor carries the rest."""
+        trainer = self._trainer
+        scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+        scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        factor = scale / (trainer.accumulate_grad_batches if trainer is not None else 1)
+
+        def backward(surrogate: torch.Tensor) -> None:
+            (surrogate * factor).backward()
+
+        check = not getattr(self, "_chunk_checked", False)
+        # Lightning zeroes gradients between training_step and backward: the earlier chunks' gradients wait
+        # aside and join in on_before_backward, before the final backward (and so before DDP's all-reduce)
+        with GradientStash(self) as stash:
+            out = grad_cache_step(self, batch, chunk, backward=backward, loss_scale=scale, check=check)
+        self._chunk_checked = True
+        self._grad_stash = stash
+        return out
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        stash, self._grad_stash = getattr(self, "_grad_stash", None), None
+        if stash is not None:
+            stash.release()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        terms = self.global_loss_terms(batch)
-        loss = torch.stack(list(terms.values())).sum()
+        chunk = self.contrastive_chunk()
+        if chunk:
+            terms, loss = self.chunked_loss_terms(batch, chunk)
+        else:
+            terms = self.global_loss_terms(batch)
+            loss = torch.stack(list(terms.values())).sum()
         if not torch.isfinite(loss):
             values = {k: float(v) for k, v in terms.items()}
             raise FloatingPointError(

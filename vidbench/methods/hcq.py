@@ -52,7 +52,6 @@ from vidbench.eval.adc import (
     to_faiss_index,
 )
 from vidbench.models.aqcl import hybrid_aqcl_loss, level_weights, smoothing_weight
-from vidbench.models.gather import gather_features
 from vidbench.models.hcq_head import HCQHead
 from vidbench.models.pooling import mean_pool_frames
 from vidbench.models.quantization import (
@@ -189,19 +188,37 @@ class HCQ(ClipMethod):
         return f"HCQ on CLIP ({m.sim_header}, L={m.fine_levels}, M={m.num_subspaces}, K={m.num_codewords})"
 
     # ---- encoders --------------------------------------------------------------------------------------
-    def text_levels(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``[B, G, D]``: the EOT embedding, then the fine levels over the word tokens (SOT masked out)."""
+    def text_parts(self, input_ids: Tensor, attention_mask: Tensor) -> Features:
+        """The text encoder's per-sample outputs the head takes: the EOT embedding, the word tokens and their
+        mask (SOT masked out)."""
         feats = self.clip.encode_text(input_ids, attention_mask)
         words = feats.mask.clone()
         words[:, 0] = 0
-        return self.head.levels(feats.eot, feats.tokens, words)
+        return {"coarse": feats.eot, "tokens": feats.tokens, "mask": words}
 
-    def video_levels(self, video: Tensor, video_mask: Tensor) -> Tensor:
-        """``[B, G, D]``: the meanP video embedding, then the fine levels over the (valid) frames."""
+    def video_parts(self, video: Tensor, video_mask: Tensor) -> Features:
+        """The video encoder's per-sample outputs: the meanP video embedding, the frames and their mask."""
         frames = self.clip.encode_frames(self.pixels(video, video_mask)).cls
         if self.temporal is not None:
             frames = self.temporal(frames, video_mask)
-        return self.head.levels(mean_pool_frames(frames, video_mask), frames, video_mask)
+        return {"coarse": mean_pool_frames(frames, video_mask), "tokens": frames, "mask": video_mask}
+
+    def text_parts_batch(self, batch: dict) -> Features:
+        return self.text_parts(batch["input_ids"], batch["attention_mask"])
+
+    def video_parts_batch(self, batch: dict) -> Features:
+        return self.video_parts(batch["video"], batch.get("video_mask"))
+
+    def levels(self, parts: Features) -> Tensor:
+        """``[B, G, D]``: the coarse vector, then the fine levels over the tokens where the mask is set. The
+        GhostVLAD's BatchNorm couples the samples, so this runs on the whole local batch (``finish_parts``)."""
+        return self.head.levels(parts["coarse"], parts["tokens"], parts["mask"])
+
+    def text_levels(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.levels(self.text_parts(input_ids, attention_mask))
+
+    def video_levels(self, video: Tensor, video_mask: Tensor) -> Tensor:
+        return self.levels(self.video_parts(video, video_mask))
 
     def _features(self, levels: Tensor) -> Features:
         """Training: sub-normalised levels + straight-through quantisation (+ soft codes / hard reconstructions
@@ -216,6 +233,13 @@ class HCQ(ClipMethod):
     def encode_video(self, video: Tensor, video_mask: Tensor) -> Features:
         return self._features(self.video_levels(video, video_mask))
 
+    def encode_parts(self, batch: dict) -> tuple[Features, Features]:
+        """Per-sample encoder outputs; the head (VLAD, quantisers) runs in ``finish_parts``."""
+        return self.text_parts_batch(batch), self.video_parts_batch(batch)
+
+    def finish_parts(self, text: Features, video: Features) -> tuple[Features, Features]:
+        return self._features(self.levels(text)), self._features(self.levels(video))
+
     def codebooks(self) -> Tensor:
         """``[G, M, K, D/M]``: every level's codebook."""
         return self.head.codebooks()
@@ -228,14 +252,10 @@ class HCQ(ClipMethod):
             return 0.0
         return smoothing_weight(self.current_epoch + 1, m.smoothing_epochs or self.cfg.trainer.max_epochs)
 
-    def global_loss_terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """As the base, plus caching this rank's (local, detached) level embeddings for the k-means."""
-        text = self.encode_text_batch(batch)
-        video = self.encode_video_batch(batch)
+    def observe_local_features(self, text: Features, video: Features) -> None:
+        """Cache this rank's (local, detached) level embeddings for the end-of-epoch k-means."""
         if self.training:
             self.cache_embeddings(text["levels"], video["levels"])
-        mode = self.cfg.trainer.gather_grad
-        return self.training_loss(gather_features(text, mode), gather_features(video, mode))
 
     def training_loss(self, text: Features, video: Features) -> dict[str, Tensor]:
         m = self.cfg.method

@@ -114,24 +114,30 @@ class HcqMmt(HCQ):
         return BACKBONE
 
     # ---- encoders --------------------------------------------------------------------------------------
-    def text_levels(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``[B, G, D]``: the MoE-mixed coarse text vector, then GhostVLAD over the projected BERT tokens."""
+    def text_parts(self, input_ids: Tensor, attention_mask: Tensor) -> Features:
+        """The MoE-mixed coarse text vector, the projected BERT tokens and the word mask (CLS masked out)."""
         hidden = self.text_bert(input_ids, attention_mask)
         coarse, _, _ = self.text_experts(hidden[:, 0])
         words = attention_mask.clone()
         words[:, 0] = 0
-        return self.head.levels(coarse, self.text_vlad_proj(hidden), words)
+        return {"coarse": coarse, "tokens": self.text_vlad_proj(hidden), "mask": words}
 
-    def video_levels(self, video: dict[str, Any], video_mask: Tensor | None = None) -> Tensor:
-        """``[B, G, D]``: the mean of the ``[AGG]`` outputs, then GhostVLAD over the video tokens."""
+    def video_parts(self, video: dict[str, Any], video_mask: Tensor | None = None) -> Features:
+        """The mean of the MMT ``[AGG]`` outputs, the video tokens and the mask GhostVLAD aggregates."""
         out = self.video_mmt(video["features"], video["features_t"], video["features_ind"], video["features_maxpool"])
-        return self.head.levels(out.coarse, out.tokens, out.vlad_mask)
+        return {"coarse": out.coarse, "tokens": out.tokens, "mask": out.vlad_mask}
 
     def encode_text_batch(self, batch: dict[str, Any]) -> Features:
         return self.encode_text(batch["token_ids"], batch["token_mask"])
 
     def encode_video_batch(self, batch: dict[str, Any]) -> Features:
         return self.encode_video(batch, None)
+
+    def text_parts_batch(self, batch: dict[str, Any]) -> Features:
+        return self.text_parts(batch["token_ids"], batch["token_mask"])
+
+    def video_parts_batch(self, batch: dict[str, Any]) -> Features:
+        return self.video_parts(batch, None)
 
     # ---- training --------------------------------------------------------------------------------------
     def train_scalars(self) -> dict[str, Tensor | float]:

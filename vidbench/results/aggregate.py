@@ -40,6 +40,7 @@ from vidbench.results.schema import (
     PROTOCOL_COST_FIELDS,
     SUMMARY_METRIC_KEYS,
     result_problems,
+    training_deviations,
 )
 
 RESULT_NAME = "result.json"
@@ -144,6 +145,7 @@ class LeaderboardRow:
     summary: dict[str, tuple[float, float | None]] | None = None  # R@sum, nDCG@10, mAP where every run has them
     zero_shot: bool = False  # every run is `test --zero-shot`
     control_failures: list[str] = field(default_factory=list)  # failed sanity controls, any seed
+    deviations: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
@@ -157,7 +159,8 @@ class LeaderboardRow:
     def display_label(self) -> str:
         """The method label, marked when the weights were imported from a reference checkpoint."""
         label = self.method_label + (f" [imported {self.origin} checkpoint]" if self.imported else "")
-        return label + (" (zero-shot)" if self.zero_shot else "")
+        label += " (zero-shot)" if self.zero_shot else ""
+        return label + (" [protocol deviation: gradient accumulation]" if self.deviations else "")
 
 
 @dataclass
@@ -243,12 +246,21 @@ def _identity(run: RunResult) -> tuple:
     )
 
 
+def batch_key(record: dict[str, Any]) -> tuple:
+    """(global batch, accumulation) as trained: runs that differ here are different rows (accumulation changes a
+    contrastive method); records without a ``training`` entry form their own group."""
+    t = record.get("training")
+    if not isinstance(t, dict):
+        return (None, None)
+    return (t.get("global_batch"), t.get("accumulate_grad_batches"))
+
+
 def _drop_duplicates(runs: list[RunResult]) -> tuple[list[RunResult], list[str]]:
     seen: dict[tuple, RunResult] = {}
     kept: list[RunResult] = []
     notes: list[str] = []
     for run in runs:
-        key = (*_identity(run), run.record["seed"])
+        key = (*_identity(run), batch_key(run.record), run.record["seed"])
         if key in seen:
             notes.append(
                 f"{run.path.as_posix()} repeats seed {run.record['seed']} of {run.record['recipe']}; "
@@ -362,6 +374,7 @@ def _build_row(
         row.summary = {k: mean_std([float(m[k]) for m in found]) for k in present}
     row.zero_shot = all(bool(r.record.get("zero_shot")) for r in runs)
     row.control_failures = list(dict.fromkeys(f for r in runs for f in control_failures(r.record)))
+    row.deviations = sorted({d for r in runs for d in training_deviations(r.record)})
     row.cells = _row_cells(row, out_dir, link_runs)
     return row
 
@@ -432,7 +445,40 @@ def _row_cells(row: LeaderboardRow, out_dir: Path, link_runs: bool | None) -> di
     cells[CONTROLS_COLUMN] = controls_cell(row.runs)
     for col, k in SUMMARY_COLUMNS.items():
         cells[col] = format_mean_std(*row.summary[k]) if row.summary and k in row.summary else EMPTY
+    cells.update(training_cells(row.runs))
     return cells
+
+
+def _agreed(runs: list[RunResult], fn) -> str:
+    """One display value for the row's runs: EMPTY when no run says, every distinct value otherwise."""
+    values = []
+    for run in runs:
+        t = run.record.get("training")
+        v = fn(t) if isinstance(t, dict) else None
+        if v is not None and v not in values:
+            values.append(v)
+    return " / ".join(values) if values else EMPTY
+
+
+def training_cells(runs: list[RunResult]) -> dict[str, str]:
+    """The batch the runs were trained with (result.json ``training``; EMPTY for older records)."""
+
+    def topo(t: dict) -> str | None:
+        return f"{t['num_nodes']} × {t['devices_per_node']}" if "num_nodes" in t else None
+
+    def num(key: str):
+        return lambda t: None if t.get(key) is None else str(t[key])
+
+    return {
+        "Nodes × devices": _agreed(runs, topo),
+        "Per-device batch": _agreed(runs, num("per_device_batch")),
+        "Global batch": _agreed(runs, num("global_batch")),
+        "Chunk": _agreed(runs, lambda t: "off" if "contrastive_chunk" in t and t["contrastive_chunk"] is None
+                         else num("contrastive_chunk")(t)),
+        "Accumulation": _agreed(runs, num("accumulate_grad_batches")),
+        "Precision": _agreed(runs, num("precision")),
+        "Train split": _agreed(runs, num("train_split")),
+    }
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -446,7 +492,7 @@ def _group(runs: list[RunResult]) -> dict[TableKey, dict[tuple, list[RunResult]]
     tables: dict[TableKey, dict[tuple, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         r = run.record
-        ident = _identity(run)[:4]
+        ident = (*_identity(run)[:4], batch_key(r))
         for protocol in r["protocols"]:
             key = TableKey(r["dataset"], r["split"], protocol, r.get("caption_policy"))
             tables[key][ident].append(run)
@@ -473,10 +519,21 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "Runs",
 )
 SUMMARY_TABLE_COLUMNS: tuple[str, ...] = ("Method", "Seeds", *SUMMARY_COLUMNS)
+TRAINING_COLUMNS: tuple[str, ...] = (
+    "Method",
+    "Nodes × devices",
+    "Per-device batch",
+    "Global batch",
+    "Chunk",
+    "Accumulation",
+    "Precision",
+    "Train split",
+)
 THEMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Accuracy", ACCURACY_COLUMNS),
     ("Cost", COST_TABLE_COLUMNS),
     ("Provenance", PROVENANCE_COLUMNS),
+    ("Training batch", TRAINING_COLUMNS),
 )
 
 
@@ -529,6 +586,10 @@ def _table_markdown(table: LeaderboardTable, out_dir: Path) -> str:
             "",
         ]
     lines += _mmt_tables(table)
+    deviating = [(row, d) for row in table.rows for d in row.deviations]
+    if deviating:
+        lines += ["Protocol deviations (rows marked above):", ""]
+        lines += [f"- {row.method_label}, `{row.recipe}`: {d}" for row, d in deviating] + [""]
     sources = [row for row in table.rows if row.paper is not None]
     if sources:
         lines.append("Paper numbers:")
@@ -809,7 +870,7 @@ def _flat_row(run: RunResult, runs_dir: Path, duplicate: bool) -> dict[str, Any]
     row: dict[str, Any] = {"result_path": run.path.relative_to(runs_dir).as_posix(), "duplicate": duplicate}
     for k in _CSV_FIELDS:
         row[k] = r.get(k)
-    for section in ("efficiency", "data", "env"):
+    for section in ("efficiency", "data", "env", "training"):
         for k, v in (r.get(section) or {}).items():
             row[f"{section}.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
     for name, proto in sorted(r["protocols"].items()):

@@ -21,6 +21,7 @@ COLUMNS: tuple[str, ...] = (
     "Method",
     "Protocol",
     "Seeds",
+    "Batch · trained on",
     "t2v R@1",
     "t2v R@5",
     "t2v R@10",
@@ -77,6 +78,17 @@ def _flops(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
+def batch_cell(row: Any) -> str:
+    """The global batch and the training split (e.g. ``128 · train-9k``), so nobody decodes a recipe name;
+    records without a ``training`` entry fall back to their ``train_split``; "—" for what is unknown."""
+    batch = row.cells.get("Global batch", "—")
+    split = row.cells.get("Train split", "—")
+    if split == "—":
+        splits = {r.record.get("train_split") for r in row.runs} - {None}
+        split = " / ".join(sorted(splits)) if splits else "—"
+    return f"{batch} · {split}"
+
+
 def headline_cells(row: Any, protocol: str, info: ProtocolInfo, backbones: int) -> dict[str, str]:
     label = row.display_label + (f" · {row.backbone}" if backbones > 1 else "")
     flags = getattr(row, "control_failures", [])
@@ -85,6 +97,7 @@ def headline_cells(row: Any, protocol: str, info: ProtocolInfo, backbones: int) 
     cells = {"Method": label, "Protocol": f"`{protocol}`"}
     cells.update({col: row.cells[src] for col, src in _FROM_FULL.items()})
     cells["Match FLOPs/query"] = _flops(row.efficiency.get("match_flops_per_query"))
+    cells["Batch · trained on"] = batch_cell(row)
     if info.transductive:
         cells["Protocol"] += " (transductive)"
     if info.oracle:

@@ -61,6 +61,12 @@ writers stay readable)::
                               "tolerance", "seed", "protocol"},
         "counts": {"status": "standard" | "short" | "different" | "no-standard", "queries", "gallery",
                    "standard_queries", "standard_gallery", "missing_ids", "note"}},
+      "training": {"num_nodes": int, "devices_per_node": int, "world_size": int,   # optional (null: not
+                   "per_device_batch": int, "global_batch": int,                 #  trained by vidbench, or
+                   "contrastive_chunk": int | null,                              #  before the field existed)
+                   "accumulate_grad_batches": int, "samples_per_step": int,
+                   "precision": str, "train_split": str | null,
+                   "deviations": [str, ...]},    # protocol deviations, e.g. gradient accumulation (> 1)
       "wall_time_s": float, "created": "ISO-8601",
       "paths": {"run_dir": "runs/<recipe>/seed0", "config": "config.yaml", "logs": "tb"}
     }
@@ -330,6 +336,42 @@ def _check_controls(c: Any, problems: list[str]) -> None:
             problems.append(f"'controls.{name}.status' must be one of {allowed}, got {entry.get('status')!r}")
 
 
+# "training" (optional; records before it stay valid): how the model was trained, the batch above all
+TRAINING_INT_FIELDS: tuple[str, ...] = (
+    "num_nodes",
+    "devices_per_node",
+    "world_size",
+    "per_device_batch",
+    "global_batch",
+    "accumulate_grad_batches",
+    "samples_per_step",
+)
+
+
+def _check_training(t: Any, problems: list[str]) -> None:
+    if not isinstance(t, dict):
+        problems.append("'training' must be an object or null")
+        return
+    for k in TRAINING_INT_FIELDS:
+        if t.get(k) is not None and not (_is_int(t[k]) and t[k] >= 1):
+            problems.append(f"'training.{k}' must be a positive integer, got {t[k]!r}")
+    chunk = t.get("contrastive_chunk")
+    if chunk is not None and not (_is_int(chunk) and chunk >= 1):
+        problems.append(f"'training.contrastive_chunk' must be a positive integer or null, got {chunk!r}")
+    for k in ("precision", "train_split"):
+        if t.get(k) is not None and not isinstance(t[k], str):
+            problems.append(f"'training.{k}' must be a string or null, got {t[k]!r}")
+    dev = t.get("deviations", [])
+    if not (isinstance(dev, list) and all(isinstance(x, str) for x in dev)):
+        problems.append("'training.deviations' must be a list of strings")
+
+
+def training_deviations(record: dict[str, Any]) -> list[str]:
+    """The protocol deviations a record declares (gradient accumulation on a contrastive loss); [] if none."""
+    t = record.get("training")
+    return list(t.get("deviations") or []) if isinstance(t, dict) else []
+
+
 def result_problems(d: Any) -> list[str]:
     """Schema problems of one record, without a file prefix (empty list = valid)."""
     if not isinstance(d, dict):
@@ -371,6 +413,8 @@ def result_problems(d: Any) -> list[str]:
         _check_controls(d["controls"], problems)
     if "zero_shot" in d and not isinstance(d["zero_shot"], bool):
         problems.append(f"'zero_shot' must be true/false, got {d['zero_shot']!r}")
+    if d.get("training") is not None:
+        _check_training(d["training"], problems)
     if d.get("wall_time_s") is not None and not (_is_number(d["wall_time_s"]) and d["wall_time_s"] >= 0):
         problems.append(f"'wall_time_s' must be a non-negative number, got {d['wall_time_s']!r}")
     if d.get("created") is not None:
