@@ -151,7 +151,9 @@ def random_like(sample: dict[str, torch.Tensor], n: int, lengths: torch.Tensor, 
         if not t.is_floating_point():
             out[key] = torch.randint(0, num_codewords, shape, generator=g).to(t.dtype)
             continue
-        unit = t.ndim >= 2 and bool(torch.allclose(t.float().norm(dim=-1).clamp(max=1.0), torch.ones(()), atol=1e-3))
+        norms = t.float().norm(dim=-1)
+        norms = norms[norms > 0]  # padded rows are zero where the method prepared its tokens
+        unit = t.ndim >= 2 and norms.numel() > 0 and bool(torch.allclose(norms, torch.ones(()), atol=1e-3))
         x = torch.empty(shape, dtype=t.dtype)
         for i in range(0, n, 1024):
             block = torch.randn((min(1024, n - i), *t.shape[1:]), generator=g)

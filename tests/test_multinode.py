@@ -271,3 +271,22 @@ def test_node_failure_is_reported_and_a_resubmission_resumes(runs):
     assert not [p for p in job.run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
     assert _result(again)["protocols"] == _result(ref)["protocols"]
     assert _same_weights(again.run_dir, ref.run_dir)
+
+
+def test_stopped_message_names_a_lost_peer_and_the_resume_point(tmp_path):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vidbench.runner import stopped_message
+
+    cfg = OmegaConf.create({"run": {"name": "r", "seed": 3}})
+    trainer = SimpleNamespace(world_size=2, global_rank=0, current_epoch=1, global_step=13)
+    exc = RuntimeError("[gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.231.45.12]:4242")
+    said = stopped_message(cfg, tmp_path, trainer, exc)
+    assert "stopped on rank 0 of 2" in said and "epoch 1, global step 13" in said
+    assert "a peer rank was lost" in said and "starts over (no checkpoint was written yet)" in said
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    said = stopped_message(cfg, tmp_path, SimpleNamespace(**{**vars(trainer), "world_size": 1}), ValueError("bad"))
+    assert "a peer rank" not in said and "an error: ValueError: bad" in said
+    assert f"resumes from {tmp_path / 'last.ckpt'}" in said
