@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
 
-.PHONY: setup test lint demo synth leaderboard clean rehearse-grad-cache bench-memory $(addprefix reproduce-,$(DATASETS))
+.PHONY: setup test lint demo synth leaderboard clean rehearse-grad-cache bench-memory rehearsal $(addprefix reproduce-,$(DATASETS))
 
 setup: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/ruff check vidbench tests benchmarks
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not rehearsal" $(PYTEST_ARGS)
+
+# One training step of every paper recipe at its real shapes (random ViT-B CLIP; minutes on CPU, not in `make test`).
+# VIDBENCH_REHEARSAL_BATCH=8 forces the batch (a GPU box); see tests/test_rehearsal.py.
+rehearsal: setup
+	$(BIN)/pytest -m rehearsal tests/test_rehearsal.py $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check vidbench tests benchmarks

@@ -13,6 +13,7 @@ import logging
 import platform
 import signal
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,12 +176,13 @@ def fit(cfg: DictConfig) -> Path:
         log.info("initialised from %s (%s checkpoint, sha256 %s)", start.path, start.origin, start.sha256)
     try:
         trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    except torch.OutOfMemoryError as err:
-        if trainer.global_step > 0:
-            raise
-        chunk = cfg.trainer.get("contrastive_chunk")
-        per_device = int(cfg.data.batch_size) // max(1, int(trainer.world_size))
-        raise VidbenchError(oom_hint(per_device, int(chunk) if chunk else None)) from err
+    except Exception as exc:
+        if isinstance(exc, torch.OutOfMemoryError) and trainer.global_step == 0:
+            chunk = cfg.trainer.get("contrastive_chunk")
+            per_device = int(cfg.data.batch_size) // max(1, int(trainer.world_size))
+            raise VidbenchError(oom_hint(per_device, int(chunk) if chunk else None)) from exc
+        print(stopped_message(cfg, out, trainer, exc), file=sys.stderr, flush=True)
+        raise
     if trainer.is_global_zero:
         prune_hpc_checkpoints(out)  # superseded by the final last.ckpt
         write_text_atomic(out / TRAINING, json.dumps(training_record(cfg, trainer), indent=1) + "\n")
@@ -235,6 +237,29 @@ def read_training_record(out: Path) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((out / TRAINING).read_text())
     return None
+
+
+def stopped_message(cfg: DictConfig, out: Path, trainer: L.Trainer, exc: BaseException) -> str:
+    """What a failed fit tells the user: where it stopped, why (a lost peer rank is named as such), how to resume.
+
+    A node that dies mid-run shows on the surviving ranks as an error inside a collective (gloo: the connection
+    to the peer closed; NCCL: a timeout or a remote error); the run directory still holds the last complete
+    checkpoint, written atomically, which the same command (or ``vidbench submit``) resumes from.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    text = f"{type(exc).__name__}: {first}".lower()
+    peer = trainer.world_size > 1 and any(
+        w in text for w in ("connection closed", "connection reset", "peer", "gloo", "nccl", "timed out", "timeout")
+    )
+    why = "a peer rank was lost (a node or its process failed)" if peer else "an error"
+    ckpt = latest_checkpoint(out)
+    where = f"resumes from {ckpt}" if ckpt else "starts over (no checkpoint was written yet)"
+    return (
+        f"vidbench: training of {cfg.run.name} seed {cfg.run.seed} stopped on rank {trainer.global_rank} of "
+        f"{trainer.world_size} (host {platform.node()}) at epoch {trainer.current_epoch}, global step "
+        f"{trainer.global_step}: {why}: {type(exc).__name__}: {first}\n"
+        f"vidbench: run the same command again (or resubmit the job): it {where}"
+    )
 
 
 def text_counts(out: Path, dm: Any) -> dict[str, dict[str, int]]:

@@ -96,6 +96,24 @@ TINY_VISION_CONFIG: dict[str, Any] = {
 }
 TINY_PROJECTION_DIM = 64
 
+# Random-weight backbones at the real ViT-B shapes, for rehearsals of shapes, masks, dtypes and memory at the
+# papers' sizes without any weights (benchmarks/bench_protocols.py, tests/test_rehearsal.py). They keep the tiny
+# tokenizer's vocabulary (the only width that differs from OpenAI's release: 49,408 token embeddings there).
+_VIT_B_TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8}
+_VIT_B_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+RANDOM_SHAPES: dict[str, dict[str, Any]] = {
+    "random-vitb32": {
+        "text_config": _VIT_B_TEXT,
+        "vision_config": {**_VIT_B_VISION, "image_size": 224, "patch_size": 32},
+        "projection_dim": 512,
+    },
+    "random-vitb16": {
+        "text_config": _VIT_B_TEXT,
+        "vision_config": {**_VIT_B_VISION, "image_size": 224, "patch_size": 16},
+        "projection_dim": 512,
+    },
+}
+
 _WEIGHT_FILE_SETS = (
     ("config.json", "model.safetensors"),
     ("config.json", "model.safetensors.index.json"),
@@ -168,11 +186,13 @@ class ClipBackbone(nn.Module):
         from transformers import CLIPModel
 
         self.name = name
-        if name == "tiny":
+        if name == "tiny" or name in RANDOM_SHAPES:
             self.pretrained = False
+            if name in RANDOM_SHAPES and tiny_overrides:
+                raise ConfigError(f"tiny_overrides only applies to the 'tiny' backbone, not to {name!r}")
             # Random init from the global torch RNG: seed before construction for reproducible runs.
             self.model = CLIPModel._from_config(
-                tiny_clip_config(tiny_overrides), attn_implementation=attn_implementation
+                tiny_clip_config(RANDOM_SHAPES.get(name, tiny_overrides)), attn_implementation=attn_implementation
             )
         else:
             if tiny_overrides:
@@ -193,7 +213,7 @@ class ClipBackbone(nn.Module):
             return "tiny"
         vc = self.model.config.vision_config
         size = {768: "B", 1024: "L", 1280: "H"}.get(int(vc.hidden_size), f"{vc.hidden_size}d")
-        return f"ViT-{size}/{vc.patch_size}"
+        return f"{'random ' if self.name in RANDOM_SHAPES else ''}ViT-{size}/{vc.patch_size}"
 
     @property
     def embed_dim(self) -> int:
@@ -362,5 +382,5 @@ def _load_pretrained_clip(name: str, attn_implementation: str) -> nn.Module:
 
 def ensure_local_weights(name: str) -> None:
     """Fail fast (before any data work) when a named checkpoint is not available offline."""
-    if name != "tiny" and find_openai_file(name) is None:
+    if name != "tiny" and name not in RANDOM_SHAPES and find_openai_file(name) is None:
         resolve_local_folder(name, _WEIGHT_FILE_SETS, "CLIP weights")
