@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from vidbench.errors import ConfigError, VidbenchError
+from vidbench.eval import adc_kernels
 from vidbench.models.pooling import l2_normalize
 from vidbench.models.quantization import split_normalize
 
@@ -78,16 +79,30 @@ def adc_scan(luts: Tensor, codes_t: Tensor) -> Tensor:
 LUT_BUDGET_BYTES = 64 * 2**20  # look-up tables built at once (256 KiB per query at G=8, M=32, K=256)
 
 
+def scan_codes(luts: Tensor, codes: Tensor) -> Tensor:
+    """``[nq, N]`` scores of tables ``[nq, J, K]`` over item-major codes ``[N, J]`` (uint8).
+
+    On CPU with numba this is the compiled kernel of :mod:`vidbench.eval.adc_kernels` (torch's thread
+    count); elsewhere the torch scan. Both sum each item's entries in sub-quantiser order, so they agree
+    bitwise.
+    """
+    if adc_kernels.available() and codes.device.type == "cpu" and luts.device.type == "cpu":
+        adc_kernels.set_threads(torch.get_num_threads())
+        tables = luts.detach().float().numpy()
+        return torch.from_numpy(adc_kernels.scan(tables, codes.numpy()))
+    return adc_scan(luts, codes.t().contiguous())
+
+
 def adc_scores(queries: Tensor, codebooks: Tensor, codes: Tensor, weights: Tensor) -> Tensor:
     """``[nq, N]`` ADC scores of raw queries ``[nq, G, D]`` against coded items ``[N, G, M]`` (uint8).
 
     Queries are processed in groups whose tables fit :data:`LUT_BUDGET_BYTES`.
     """
     g, m, k, _ = _check(codebooks, codes)
-    codes_t = codes.reshape(codes.shape[0], g * m).t().contiguous()
+    flat = codes.reshape(codes.shape[0], g * m).contiguous()
     step = max(1, LUT_BUDGET_BYTES // (g * m * k * 4))
     parts = [
-        adc_scan(build_luts(queries[i : i + step], codebooks, weights), codes_t)
+        scan_codes(build_luts(queries[i : i + step], codebooks, weights), flat).to(queries.device)
         for i in range(0, queries.shape[0], step)
     ]
     return torch.cat(parts) if parts else queries.new_zeros(0, codes.shape[0])
@@ -127,8 +142,8 @@ def adc_match_flops(n_gallery: int, levels: int, num_subspaces: int, num_codewor
 class AdcIndex:
     """A searchable gallery of uint8 codes with the codebooks and level weights needed to score queries.
 
-    Memory is ``N * G * M`` bytes for the codes (stored sub-quantiser-major for the scan) plus the
-    codebooks, independent of the embedding size.
+    Memory is ``N * G * M`` bytes for the codes (item-major, as the compiled scan and FAISS read them) plus
+    the codebooks, independent of the embedding size.
     """
 
     def __init__(self, codebooks: Tensor, weights: Tensor, codes: Tensor | None = None) -> None:
@@ -138,13 +153,13 @@ class AdcIndex:
         self.codebooks = codebooks.float()
         self.weights = weights.float()
         self.levels, self.num_subspaces, self.num_codewords, self.sub_dim = g, m, k, d
-        self.codes_t = torch.empty(g * m, 0, dtype=torch.uint8, device=codebooks.device)
+        self.codes = torch.empty(0, g * m, dtype=torch.uint8, device=codebooks.device)
         if codes is not None:
             self.add(codes)
 
     @property
     def ntotal(self) -> int:
-        return self.codes_t.shape[1]
+        return self.codes.shape[0]
 
     @property
     def bytes_per_item(self) -> int:
@@ -153,19 +168,19 @@ class AdcIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held: codes plus codebooks."""
-        return self.codes_t.numel() + self.codebooks.numel() * self.codebooks.element_size()
+        return self.codes.numel() + self.codebooks.numel() * self.codebooks.element_size()
 
     def add(self, codes: Tensor) -> None:
         """Append items' codes ``[N, G, M]`` (uint8)."""
         _check(self.codebooks, codes)
         if codes.dtype != torch.uint8:
             raise ValueError(f"codes must be uint8, got {codes.dtype}")
-        new = codes.reshape(codes.shape[0], -1).t().to(self.codes_t.device)
-        self.codes_t = torch.cat([self.codes_t, new], dim=1).contiguous()
+        new = codes.reshape(codes.shape[0], -1).to(self.codes.device)
+        self.codes = torch.cat([self.codes, new]).contiguous()
 
     def scores(self, queries: Tensor) -> Tensor:
         """``[nq, N]`` ADC scores of raw queries ``[nq, G, D]``."""
-        return adc_scan(build_luts(queries.to(self.codebooks.device), self.codebooks, self.weights), self.codes_t)
+        return scan_codes(build_luts(queries.to(self.codebooks.device), self.codebooks, self.weights), self.codes)
 
     def search(self, queries: Tensor, k: int, query_chunk: int = 64) -> tuple[Tensor, Tensor]:
         """Top-``k`` ``(scores, ids)``, each ``[nq, k]``, best first."""
