@@ -59,5 +59,9 @@ def test_index_top10_matches_faiss_indexpq() -> None:
     f_scores, f_ids = faiss_search(to_faiss_index(books, codes), queries, m, weights, 10)
     torch.testing.assert_close(scores, f_scores, rtol=1e-5, atol=1e-5)
     assert (ids == f_ids).float().mean() > 0.95  # ties aside, the same ten videos in the same order
-    assert torch.equal(ours.scores(queries), torch.from_numpy(adc_kernels.scan(
-        build_luts(queries, books, weights).numpy(), codes.reshape(3000, -1).numpy())))
+    assert torch.equal(
+        ours.scores(queries),
+        torch.from_numpy(
+            adc_kernels.scan(build_luts(queries, books, weights).numpy(), codes.reshape(3000, -1).numpy())
+        ),
+    )
