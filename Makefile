@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
 
-.PHONY: setup test lint demo synth leaderboard clean $(addprefix reproduce-,$(DATASETS))
+.PHONY: setup test lint demo synth leaderboard clean serve-rehearsal $(addprefix reproduce-,$(DATASETS))
 
 setup: $(STAMP)
 
@@ -56,3 +56,7 @@ SLURM_ARGS ?=
 $(addprefix slurm-,$(SLURM_DATASETS)): slurm-%: setup
 	$(BIN)/vidbench submit --suite $* $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(CLIP),--clip $(CLIP)) \
 		$(if $(SEEDS),--seeds "$(SEEDS)") $(SLURM_ARGS)
+
+# Issue 19: the two-process DDP encode (each video once across the ranks' shards); a rehearsal, not in make test.
+serve-rehearsal: setup
+	$(BIN)/pytest -m rehearsal tests/test_serve.py
