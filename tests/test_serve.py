@@ -81,8 +81,14 @@ def _ranking(scores: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_store_search_ranks_exactly_as_the_test_protocol(name, small_synth, tmp_path, monkeypatch):
-    cfg = _cfg(name, small_synth, tmp_path)
+    extra = ("method.two_stage_k=4",) if name == "drl" else ()  # DRL's tagged two-stage protocol too
+    cfg = _cfg(name, small_synth, tmp_path, extra)
     matrices = _test_matrices(cfg, monkeypatch)
+    if name == "drl":
+        assert "two-stage@4" in matrices
+        exact, two = _ranking(matrices["base"]), _ranking(matrices["two-stage@4"])
+        assert torch.equal(two[:, 0], torch.argmax(matrices["two-stage@4"], 1))
+        assert not torch.equal(exact, two)  # the recall stage changes the tail of the ranking
     videos, captions = _split_list(cfg, tmp_path / "videos.csv")
     store = tmp_path / "store"
     manifest = encode(cfg, videos, store)

@@ -172,6 +172,7 @@ class DRLMethod:
     cdcr_alpha1: float = 0.11  # diagonal weight (README main command; the script uses 0.14)
     cdcr_alpha2: float = 0.0  # off-diagonal weight (0 in every published config)
     cdcr_lambda: float = 0.001
+    two_stage_k: int = 0  # >0: also report protocol two-stage@k (mean-pooled recall, TI/WTI re-rank of the top k)
 
 
 @dataclass

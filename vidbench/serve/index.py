@@ -40,8 +40,9 @@ def _faiss():
 
 
 def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(tokens.dtype).unsqueeze(-1)
-    return l2_normalize((l2_normalize(tokens) * m).sum(1) / m.sum(1).clamp(min=1))
+    from vidbench.methods.drl import mean_pooled
+
+    return mean_pooled(tokens, mask)  # the stored tokens are already normalised and masked
 
 
 def video_vectors(method_name: str, video: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]) -> np.ndarray:
