@@ -14,7 +14,7 @@ Galleries are method-shaped and synthetic (no weights or datasets exist here):
   codewords and random codes, level weights 1/8.
 
 Rows: dense flat fp32 (torch matmul), dense flat fp16 (FAISS IndexScalarQuantizer fp16), dense IVF-Flat
-(nlist = 4 sqrt(N), nprobe 8 and 64), HCQ ADC (vidbench's compiled scorer, :mod:`vidbench.eval.adc_kernels`),
+(nlist = min(1024, 4 sqrt(N)), trained on 20 nlist vectors; nprobe 8 and 64), HCQ ADC (vidbench's compiled scorer, :mod:`vidbench.eval.adc_kernels`),
 FAISS IndexPQ on the same codebooks and codes, and a 4-bit fast-scan PQ retrained on the decoded HCQ vectors
 (its recall is against exact ADC). Each row is timed with one thread and with all threads, on single queries
 (median over ``--queries``) and on one batch of 64 queries (ms per query = batch time / 64).
@@ -152,9 +152,9 @@ def bench(n: int, args, bw: dict[int, float]) -> list[dict]:
         "dense flat fp16 (FAISS SQfp16)", DIM * 2, lambda qs: fp16.search(qs, TOP)[1], q, exact, args, bw, n
     )
     fp16.reset()  # free its payload before the next row
-    nlist = int(4 * math.sqrt(n))
+    nlist = min(1024, int(4 * math.sqrt(n)))
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(x[gen.choice(n, min(n, 40 * nlist), replace=False)])
+    ivf.train(x[gen.choice(n, min(n, 20 * nlist), replace=False)])
     ivf.add(x)
     for nprobe in (8, 64):
         ivf.nprobe = nprobe
