@@ -14,7 +14,8 @@ Galleries are method-shaped and synthetic (no weights or datasets exist here):
   codewords and random codes, level weights 1/8.
 
 Rows: dense flat fp32 (torch matmul), dense flat fp16 (FAISS IndexScalarQuantizer fp16), dense IVF-Flat
-(nlist = min(1024, 4 sqrt(N)), trained on 20 nlist vectors; nprobe 8 and 64), HCQ ADC (vidbench's compiled scorer, :mod:`vidbench.eval.adc_kernels`),
+(nlist = min(1024, 4 sqrt(N)), trained on 20 nlist vectors;
+nprobe 8 and 64), HCQ ADC (vidbench's compiled scorer, :mod:`vidbench.eval.adc_kernels`),
 FAISS IndexPQ on the same codebooks and codes, and a 4-bit fast-scan PQ retrained on the decoded HCQ vectors
 (its recall is against exact ADC). Each row is timed with one thread and with all threads, on single queries
 (median over ``--queries``) and on one batch of 64 queries (ms per query = batch time / 64).
