@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from vidbench.data.video import load_clip, probe_video
-from vidbench.errors import VideoDecodeError
+from vidbench.errors import ConfigError, VideoDecodeError
 from vidbench.io import ensure_writable
 from vidbench.methods import build_method
 from vidbench.methods.base import RetrievalMethod
@@ -181,6 +181,10 @@ def encode(
     """Encode the listed videos into the store ``out`` (resuming it); returns the manifest."""
     from vidbench.runner import apply_cpu_threads
 
+    if cfg.data.get("mmt") is not None:
+        raise ConfigError(
+            f"{cfg.run.name} reads MMT expert features, not video files; encode with a CLIP recipe (e.g. hcq-clip_*)"
+        )
     out = ensure_writable(out, "--out")
     entries = st.list_videos(videos)
     apply_cpu_threads(cfg)
