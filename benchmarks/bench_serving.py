@@ -217,6 +217,34 @@ def bench(n: int, args, bw: dict[int, float]) -> list[dict]:
     return out
 
 
+def ab_hcq(n: int, reps: int) -> None:
+    """vidbench's ADC against FAISS IndexPQ on the same codes, alternating query by query (1 thread), so both
+    see the same machine load: on a shared machine the fair comparison."""
+    set_threads(1)
+    tg = torch.Generator().manual_seed(n)
+    books = torch.randn(G, M, K, DIM // M, generator=tg)
+    books = books / books.norm(dim=-1, keepdim=True)
+    weights = torch.full((G,), 1.0 / G)
+    codes = torch.randint(0, K, (n, G, M), generator=tg, dtype=torch.uint8)
+    hq = torch.randn(reps + 1, G, DIM, generator=tg)
+    adc, pq = AdcIndex(books, weights, codes), to_faiss_index(books, codes)
+    ours, theirs = [], []
+    for i in range(reps + 1):
+        for fn, acc in (
+            (lambda i=i: adc.search(hq[i : i + 1], TOP), ours),
+            (lambda i=i: faiss_search(pq, hq[i : i + 1], M, weights, TOP), theirs),
+        ):
+            start = time.perf_counter()
+            fn()
+            if i:  # the first round warms up
+                acc.append((time.perf_counter() - start) * 1000)
+    print(
+        f"A/B at N = {n:,}, 1 thread, {reps} alternating single queries: vidbench ADC median "
+        f"{statistics.median(ours):.1f} ms, FAISS IndexPQ median {statistics.median(theirs):.1f} ms; "
+        f"ADC faster in {sum(a < b for a, b in zip(ours, theirs, strict=True))}/{reps} pairs"
+    )
+
+
 def figure(rows: list[dict], n: int, path: str) -> None:
     import matplotlib
 
@@ -244,7 +272,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10, help="single queries timed per row (median)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     parser.add_argument("--figure", help="PNG: recall@10 against ms/query at the largest size")
+    parser.add_argument("--ab-hcq", type=int, metavar="N", help="only the alternating ADC vs IndexPQ test at N")
     args = parser.parse_args()
+    if args.ab_hcq:
+        ab_hcq(args.ab_hcq, args.queries)
+        return
     args.threads = sorted(set(args.threads))
     print(
         f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch "
