@@ -255,13 +255,13 @@ def figure(rows: list[dict], n: int, path: str) -> None:
     for r in rows:
         if r["N"] != n or r["threads"] != 1:
             continue
-        ax.scatter(r["single"], r["recall"], s=40)
-        ax.annotate(r["row"], (r["single"], r["recall"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.scatter(r["single"], r["recall"], s=40, label=r["row"])
     ax.set_xscale("log")
     ax.set_xlabel("ms / query (1 thread, single query)")
     ax.set_ylabel("recall@10 vs exact")
     ax.set_title(f"Serving at N = {n:,} (synthetic, method-shaped)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
