@@ -207,8 +207,8 @@ def bench(n: int, args, bw: dict[int, float]) -> list[dict]:
         return np.ascontiguousarray(rec * scale, dtype=np.float32)
 
     fs.train(decoded(0, min(n, 20_000)))
-    for s in range(0, n, 50_000):
-        fs.add(decoded(s, min(n, s + 50_000)))
+    for s in range(0, n, 10_000):  # 10k x 4,096 floats per block: the 1M run was OOM-killed with 50k blocks
+        fs.add(decoded(s, min(n, s + 10_000)))
     fq = faiss_query_vectors(hq, M, weights) / scale
 
     out += run_rows(
