@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DATASETS := msrvtt msvd vatex lsmdc activitynet didemo
 
-.PHONY: setup test lint demo synth leaderboard clean rehearse-grad-cache bench-memory rehearsal $(addprefix reproduce-,$(DATASETS))
+.PHONY: setup test lint demo synth leaderboard clean rehearse-grad-cache bench-memory rehearsal serve-rehearsal $(addprefix reproduce-,$(DATASETS))
 
 setup: $(STAMP)
 
@@ -74,3 +74,7 @@ $(addprefix slurm-,$(SLURM_DATASETS)): slurm-%: setup
 .PHONY: rehearsal-controls
 rehearsal-controls: setup
 	$(BIN)/pytest -m rehearsal tests/test_reporting_e2e.py
+
+# Issue 19: the two-process DDP encode (each video once across the ranks' shards); a rehearsal, not in make test.
+serve-rehearsal: setup
+	$(BIN)/pytest -m rehearsal tests/test_serve.py

@@ -14,7 +14,8 @@ query is searched alone (batch 1, top-10), which is the latency a user sees; the
   and top-k in torch;
 - ``dense-HCT``: the unquantised HCQ embeddings, 8 x 512 float32 per video (HCQ's dense variant), skipped
   where it would not fit ``--max-dense-gib``;
-- ``ADC (ours)``: :class:`vidbench.eval.adc.AdcIndex`, uint8 codes + per-query look-up tables, in torch;
+- ``ADC (ours)``: :class:`vidbench.eval.adc.AdcIndex`, uint8 codes + per-query look-up tables, scanned by the
+  compiled kernel of :mod:`vidbench.models.adc_kernels` (the torch scan where numba is missing);
 - ``FAISS IndexPQ``: the same codebooks and codes exported with :func:`vidbench.eval.adc.to_faiss_index`.
 
 Memory: ``index`` is the bytes the index holds (payload + codebooks); ``RSS +`` is the growth of the

@@ -245,6 +245,58 @@ EPILOG = (
 )
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from vidbench.serve.encode import encode
+
+    manifest = encode(_compose(args), args.videos, args.out, ckpt=args.ckpt, shard_size=args.shard_size)
+    if manifest.get("complete"):
+        c = manifest["counts"]
+        print(
+            f"{args.out}: {c['encoded']} videos encoded, {c['failed']} failed (listed in videos.parquet), "
+            f"{c['skipped_as_done']} already done; {manifest['seconds']} s"
+            + (f", {manifest['clips_per_s']} clips/s" if manifest.get("clips_per_s") else "")
+        )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from vidbench.serve.search import Searcher, read_queries
+
+    if not args.query and not args.queries:
+        raise VidbenchError('give a query ("a dog catches a frisbee") or --queries FILE')
+    queries = ([args.query] if args.query else []) + (read_queries(args.queries) if args.queries else [])
+    searcher = Searcher(args.store, protocol=args.protocol, index=args.index, ckpt=args.ckpt)
+    results = searcher.search(queries, k=args.k, batch=args.batch)
+    for qi, res in enumerate(results):
+        if args.json:
+            print(json.dumps(res.as_dict()))
+        elif args.queries:
+            for h in res.hits:
+                print(f"{qi}\t{res.query}\t{h.rank}\t{h.video_id}\t{h.path}\t{h.score:.6f}")
+        else:
+            print(f'query: "{res.query}"  ({res.ms:.1f} ms/query, protocol {args.protocol}'
+                  f"{', index ' + args.index if args.index else ''})")
+            for h in res.hits:
+                print(f"{h.rank:4d}  {h.score:9.4f}  {h.video_id}  {h.path}")
+    if args.html:
+        from vidbench.serve.html import write_page
+
+        page = write_page(results, args.html, f"vidbench search: {searcher.manifest['recipe']}")
+        print(f"wrote {page}", file=sys.stderr)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from vidbench.serve.index import build_index
+
+    path = build_index(args.store, args.kind, nlist=args.nlist, nprobe=args.nprobe, m=args.m)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); search it: vidbench search {args.store} "
+          f'"a query" --index {args.kind}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidbench", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -328,6 +380,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_submit_parser(sub)
     add_run_task_parser(sub)
+
+    p = sub.add_parser("encode", help="encode a folder or list of videos into a searchable store")
+    _recipe_args(p)
+    p.add_argument("--ckpt", help="vidbench or reference checkpoint (default: the untrained backbone)")
+    p.add_argument("--videos", required=True, help="a folder (searched recursively) or a .csv/.txt list of paths")
+    p.add_argument("--out", required=True, help="the store folder (resumed when it exists)")
+    p.add_argument("--shard-size", type=int, default=512, help="videos per shard file (the resume granularity)")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("search", help="search a store by text with the method's own test-time scoring")
+    p.add_argument("store")
+    p.add_argument("query", nargs="?", help="the text query")
+    p.add_argument("-k", type=int, default=10, help="results per query")
+    p.add_argument("--queries", help="a file of queries, one per line (TSV out, or JSONL with --json)")
+    p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p.add_argument("--html", help="write a self-contained HTML page of the results with frame strips")
+    p.add_argument("--protocol", default="base", help="the method's test protocol to score with (default base)")
+    p.add_argument("--index", choices=["flat", "ivf", "pq", "fastscan"], help="use an index built by `vidbench index`")
+    p.add_argument("--ckpt", help="the store's checkpoint, when it moved since encoding")
+    p.add_argument("--batch", type=int, default=64, help="queries encoded and scored together")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("index", help="build a FAISS serving index over a store")
+    p.add_argument("store")
+    p.add_argument("--kind", required=True, choices=["flat", "ivf", "pq", "fastscan"])
+    p.add_argument("--nlist", type=int, help="IVF lists (default 4 sqrt(N))")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
+    p.add_argument("--m", type=int, help="PQ sub-quantisers (default: 64 or the largest divisor of the dim)")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("list", help="list the recipes (--methods: the registered methods and plugins)")
     p.add_argument(

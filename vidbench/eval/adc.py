@@ -46,6 +46,7 @@ from vidbench.models.pq_scoring import (
     decode_codes,
     dense_level_scores,
     reconstruction_scores,
+    scan_codes,
 )
 from vidbench.models.quantization import split_normalize
 
@@ -57,6 +58,7 @@ __all__ = [
     "decode_codes",
     "dense_level_scores",
     "reconstruction_scores",
+    "scan_codes",
 ]
 
 
@@ -69,8 +71,8 @@ def adc_match_flops(n_gallery: int, levels: int, num_subspaces: int, num_codewor
 class AdcIndex:
     """A searchable gallery of uint8 codes with the codebooks and level weights needed to score queries.
 
-    Memory is ``N * G * M`` bytes for the codes (stored sub-quantiser-major for the scan) plus the
-    codebooks, independent of the embedding size.
+    Memory is ``N * G * M`` bytes for the codes (item-major, as the compiled scan and FAISS read them) plus
+    the codebooks, independent of the embedding size.
     """
 
     def __init__(self, codebooks: Tensor, weights: Tensor, codes: Tensor | None = None) -> None:
@@ -80,13 +82,13 @@ class AdcIndex:
         self.codebooks = codebooks.float()
         self.weights = weights.float()
         self.levels, self.num_subspaces, self.num_codewords, self.sub_dim = g, m, k, d
-        self.codes_t = torch.empty(g * m, 0, dtype=torch.uint8, device=codebooks.device)
+        self.codes = torch.empty(0, g * m, dtype=torch.uint8, device=codebooks.device)
         if codes is not None:
             self.add(codes)
 
     @property
     def ntotal(self) -> int:
-        return self.codes_t.shape[1]
+        return self.codes.shape[0]
 
     @property
     def bytes_per_item(self) -> int:
@@ -95,19 +97,19 @@ class AdcIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held: codes plus codebooks."""
-        return self.codes_t.numel() + self.codebooks.numel() * self.codebooks.element_size()
+        return self.codes.numel() + self.codebooks.numel() * self.codebooks.element_size()
 
     def add(self, codes: Tensor) -> None:
         """Append items' codes ``[N, G, M]`` (uint8)."""
         _check(self.codebooks, codes)
         if codes.dtype != torch.uint8:
             raise ValueError(f"codes must be uint8, got {codes.dtype}")
-        new = codes.reshape(codes.shape[0], -1).t().to(self.codes_t.device)
-        self.codes_t = torch.cat([self.codes_t, new], dim=1).contiguous()
+        new = codes.reshape(codes.shape[0], -1).to(self.codes.device)
+        self.codes = torch.cat([self.codes, new]).contiguous()
 
     def scores(self, queries: Tensor) -> Tensor:
         """``[nq, N]`` ADC scores of raw queries ``[nq, G, D]``."""
-        return adc_scan(build_luts(queries.to(self.codebooks.device), self.codebooks, self.weights), self.codes_t)
+        return scan_codes(build_luts(queries.to(self.codebooks.device), self.codebooks, self.weights), self.codes)
 
     def search(self, queries: Tensor, k: int, query_chunk: int = 64) -> tuple[Tensor, Tensor]:
         """Top-``k`` ``(scores, ids)``, each ``[nq, k]``, best first."""

@@ -31,7 +31,7 @@ from vidbench.models.interaction import (
 from vidbench.models.losses import symmetric_infonce
 from vidbench.models.temporal import SeqTransf
 
-from .base import ClipMethod, Features
+from .base import ClipMethod, Features, ScoringProtocol
 from .registry import register_method
 
 _INTERACTIONS = {"dp": "DP", "ti": "TI", "wti": "WTI"}
@@ -50,6 +50,7 @@ class DRLMethod:
     cdcr_alpha1: float = 0.11  # diagonal weight (README main command; the script uses 0.14)
     cdcr_alpha2: float = 0.0  # off-diagonal weight (0 in every published config)
     cdcr_lambda: float = 0.001
+    two_stage_k: int = 0  # >0: also report protocol two-stage@k (mean-pooled recall, TI/WTI re-rank of the top k)
 
 
 @register_method(DRLMethod)
@@ -157,3 +158,49 @@ class DRL(ClipMethod):
         mean_lt = text["mask"].sum(-1).float().mean().item()
         mean_lv = video["mask"].sum(-1).float().mean().item()
         return 2.0 * d * mean_lt * mean_lv * n_gallery
+
+    # ---- two-stage serving protocol (issue 19): mean-pooled recall, then the method's own score on the top k
+    def protocols(self, text: Features, video: Features) -> list[ScoringProtocol]:
+        """The base protocol, plus ``two-stage@k`` when ``method.two_stage_k > 0`` (TI/WTI only): what a
+        million-video index serves, so the test reports its accuracy cost next to the exact score."""
+        protos = super().protocols(text, video)
+        k = int(self.cfg.method.get("two_stage_k", 0) or 0)
+        if k <= 0 or self.interaction == "dp":
+            return protos
+        from vidbench.eval.two_stage import rerank_bytes_per_pair, two_stage_scorer
+
+        n, frames, d = video["frames"].shape
+        keys = tuple(key for key in ("frames", "mask", "weights") if key in video)
+        per_video = sum(video[key][0].numel() * video[key].element_size() for key in keys)
+        exact_cost = self.match_flops_per_query(1, text, video)
+        protos.append(
+            ScoringProtocol(
+                name=f"two-stage@{k}",
+                postprocess=f"two-stage@{k}",
+                score=two_stage_scorer(pooled_scores, self._rerank_candidates, k, keys),
+                bytes_per_pair=rerank_bytes_per_pair(n, k, 3 * per_video),
+                whole_gallery=True,
+                match_flops=lambda g: 2.0 * g * d + min(k, g) * exact_cost,
+                index_bytes_per_video=4.0 * d + per_video,
+            )
+        )
+        return protos
+
+    def _rerank_candidates(self, text: Features, cand: Features, coarse_at: torch.Tensor) -> torch.Tensor:
+        """``[I, k]``: each text against its own candidates with the method's exact (TI/WTI) score."""
+        rows = []
+        for i in range(coarse_at.shape[0]):
+            one = {key: value[i : i + 1] for key, value in text.items()}
+            rows.append(self.score(one, {key: value[i] for key, value in cand.items()}))
+        return torch.cat(rows)
+
+
+def mean_pooled(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit mean of the valid (already L2-normalised) tokens: the recall vector of the two-stage protocol."""
+    m = mask.to(tokens.dtype).unsqueeze(-1)
+    return l2_normalize((tokens * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+def pooled_scores(text: Features, video: Features) -> torch.Tensor:
+    """Stage 1 of ``two-stage@k``: mean-pooled text tokens against mean-pooled frames, ``[n_text, n_video]``."""
+    return mean_pooled(text["tokens"], text["mask"]) @ mean_pooled(video["frames"], video["mask"]).t()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vidbench.models import adc_kernels
 from vidbench.models.pooling import l2_normalize
 from vidbench.models.quantization import split_normalize
 
@@ -54,16 +55,30 @@ def adc_scan(luts: Tensor, codes_t: Tensor) -> Tensor:
 LUT_BUDGET_BYTES = 64 * 2**20  # look-up tables built at once (256 KiB per query at G=8, M=32, K=256)
 
 
+def scan_codes(luts: Tensor, codes: Tensor) -> Tensor:
+    """``[nq, N]`` scores of tables ``[nq, J, K]`` over item-major codes ``[N, J]`` (uint8).
+
+    On CPU with numba this is the compiled kernel of :mod:`vidbench.models.adc_kernels` (torch's thread
+    count); elsewhere the torch scan. Both sum each item's entries in sub-quantiser order, so they agree
+    bitwise.
+    """
+    if adc_kernels.available() and codes.device.type == "cpu" and luts.device.type == "cpu":
+        adc_kernels.set_threads(torch.get_num_threads())
+        tables = luts.detach().float().numpy()
+        return torch.from_numpy(adc_kernels.scan(tables, codes.numpy()))
+    return adc_scan(luts, codes.t().contiguous())
+
+
 def adc_scores(queries: Tensor, codebooks: Tensor, codes: Tensor, weights: Tensor) -> Tensor:
     """``[nq, N]`` ADC scores of raw queries ``[nq, G, D]`` against coded items ``[N, G, M]`` (uint8).
 
     Queries are processed in groups whose tables fit :data:`LUT_BUDGET_BYTES`.
     """
     g, m, k, _ = _check(codebooks, codes)
-    codes_t = codes.reshape(codes.shape[0], g * m).t().contiguous()
+    flat = codes.reshape(codes.shape[0], g * m).contiguous()
     step = max(1, LUT_BUDGET_BYTES // (g * m * k * 4))
     parts = [
-        adc_scan(build_luts(queries[i : i + step], codebooks, weights), codes_t)
+        scan_codes(build_luts(queries[i : i + step], codebooks, weights), flat).to(queries.device)
         for i in range(0, queries.shape[0], step)
     ]
     return torch.cat(parts) if parts else queries.new_zeros(0, codes.shape[0])
