@@ -19,9 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# Two workers (pytest-xdist, one file per worker) for most tests; the real-SLURM clusters (one node, then two
+# nodes in network namespaces) run afterwards on their own, since their jobs time their signals and share 2 cores.
+SERIAL_TESTS := tests/test_slurm_real.py tests/test_multinode.py
+
 test: setup
 	$(BIN)/ruff check vidbench tests benchmarks
-	$(BIN)/pytest -m "not rehearsal" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not rehearsal" -n 2 --dist loadfile $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not rehearsal" $(SERIAL_TESTS) $(PYTEST_ARGS)
 
 # One training step of every paper recipe at its real shapes (random ViT-B CLIP; minutes on CPU, not in `make test`).
 # VIDBENCH_REHEARSAL_BATCH=8 forces the batch (a GPU box); see tests/test_rehearsal.py.

@@ -195,6 +195,11 @@ def _result(job: Job) -> dict:
     return json.loads(path.read_text())
 
 
+def _metrics(record: dict) -> dict:
+    """Every protocol's metrics (the records also hold measured times, which differ from run to run)."""
+    return {name: p["metrics"] for name, p in record["protocols"].items()}
+
+
 def test_two_nodes_equal_one_node(runs):
     _, jobs, _ = runs
     one, two = jobs["one_node"], jobs["two_nodes"]
@@ -204,7 +209,7 @@ def test_two_nodes_equal_one_node(runs):
     r1, r2 = _result(one), _result(two)
     assert (r1["env"]["world_size"], r1["env"]["num_nodes"]) == (2, 1)
     assert (r2["env"]["world_size"], r2["env"]["num_nodes"]) == (2, 2)
-    assert r2["protocols"] == r1["protocols"]
+    assert _metrics(r2) == _metrics(r1)
     assert _same_weights(one.run_dir, two.run_dir)
     ckpt = torch.load(two.run_dir / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == EPOCHS * STEPS
@@ -219,7 +224,7 @@ def test_two_node_preemption_requeues_and_matches(runs):
     resumed = re.search(r"resumed from (\S+) at epoch (\d+), global step (\d+)", job.log)
     assert saved and resumed, job.log[-4000:]
     assert resumed.group(3) == saved.group(3) and 0 < int(saved.group(3)) < EPOCHS * STEPS
-    assert _result(job)["protocols"] == _result(ref)["protocols"]
+    assert _metrics(_result(job)) == _metrics(_result(ref))
     assert _same_weights(job.run_dir, ref.run_dir)
 
 
@@ -269,7 +274,7 @@ def test_node_failure_is_reported_and_a_resubmission_resumes(runs):
     for ckpt in job.run_dir.glob("*.ckpt"):  # nothing written is corrupt
         torch.load(ckpt, map_location="cpu", weights_only=False)
     assert not [p for p in job.run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
-    assert _result(again)["protocols"] == _result(ref)["protocols"]
+    assert _metrics(_result(again)) == _metrics(_result(ref))
     assert _same_weights(again.run_dir, ref.run_dir)
 
 

@@ -176,6 +176,8 @@ def fit(cfg: DictConfig) -> Path:
         log.info("initialised from %s (%s checkpoint, sha256 %s)", start.path, start.origin, start.sha256)
     try:
         trainer.fit(method, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    except VidbenchError:
+        raise  # a user's error (unwritable folder, bad data) already says what to fix: no stop report
     except Exception as exc:
         if isinstance(exc, torch.OutOfMemoryError) and trainer.global_step == 0:
             chunk = cfg.trainer.get("contrastive_chunk")
