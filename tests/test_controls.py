@@ -41,7 +41,9 @@ def test_verdict_fails_only_above_chance_plus_tolerance():
 def _fake_method(cv: torch.Tensor) -> SimpleNamespace:
     dm = SimpleNamespace(test_caption_video=lambda: cv, test_multi_caption=lambda: None)
     cfg = OmegaConf.create({"run": {"seed": 0}, "eval": {"budget_mb": 64, "text_chunk": None, "video_chunk": None}})
-    return SimpleNamespace(trainer=SimpleNamespace(datamodule=dm), cfg=cfg, device=torch.device("cpu"))
+    fake = SimpleNamespace(trainer=SimpleNamespace(datamodule=dm), cfg=cfg, device=torch.device("cpu"))
+    fake.score_matrix = lambda proto, text, video: RetrievalMethod.score_matrix(fake, proto, text, video)
+    return fake
 
 
 def _run_control(score, text, video, cv):

@@ -289,21 +289,11 @@ class RetrievalMethod(L.LightningModule, ABC):
             for batch in loader:
                 parts[idx].append(self._eval_features(move_data_to_device(batch, self.device), idx))
         text, video = self._collect(parts[0]), self._collect(parts[1])
-        n_text, n_video = next(iter(text.values())).shape[0], next(iter(video.values())).shape[0]
+        n_text = next(iter(text.values())).shape[0]
         world, rank = self.trainer.world_size, self.trainer.global_rank
         rows = torch.arange(rank, n_text, world, device=self.device)
         main = self.protocols(text, video)[0]
-        e = self.cfg.eval
-        sims = chunked_scores(
-            main.score,
-            index_select_features(text, rows),
-            video,
-            budget_bytes=e.budget_mb * 2**20,
-            bytes_per_pair=main.bytes_per_pair,
-            text_chunk=e.text_chunk,
-            video_chunk=n_video if main.whole_gallery else e.video_chunk,
-            out_device=self.device,
-        )
+        sims = self.score_matrix(main, index_select_features(text, rows), video)
         board = RetrievalScoreboard(
             caption_video=dm.test_caption_video().to(self.device),
             strict=False,
@@ -355,6 +345,22 @@ class RetrievalMethod(L.LightningModule, ABC):
             raise RuntimeError("evaluation lost items: gathered indices are not 0..N-1")
         return index_select_features(local, keep)
 
+    def score_matrix(self, proto: ScoringProtocol, text: Features, video: Features) -> torch.Tensor:
+        """``[n_text, n_video]`` scores of one protocol, chunked under ``eval.budget_mb`` (the whole gallery at
+        once where the protocol needs it, e.g. a re-rank over the coarse top k)."""
+        e = self.cfg.eval
+        n_video = next(iter(video.values())).shape[0]
+        return chunked_scores(
+            proto.score,
+            text,
+            video,
+            budget_bytes=e.budget_mb * 2**20,
+            bytes_per_pair=proto.bytes_per_pair,
+            text_chunk=e.text_chunk,
+            video_chunk=n_video if proto.whole_gallery else e.video_chunk,
+            out_device=self.device,
+        )
+
     def on_test_epoch_end(self) -> None:
         text = self._collect(self._eval_parts[0])
         video = self._collect(self._eval_parts[1])
@@ -371,16 +377,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         controls: dict[str, Any] = {}
         post_costs: dict[str, dict[str, Any]] = {}  # protocol -> what its post-processing added
         for i, proto in enumerate(self.protocols(text, video)):
-            sims = chunked_scores(
-                proto.score,
-                my_text,
-                video,
-                budget_bytes=e.budget_mb * 2**20,
-                bytes_per_pair=proto.bytes_per_pair,
-                text_chunk=e.text_chunk,
-                video_chunk=n_video if proto.whole_gallery else e.video_chunk,
-                out_device=self.device,
-            )
+            sims = self.score_matrix(proto, my_text, video)
             post, options, bank_info = self._postprocessing(proto, i == 0, video)
             board = RetrievalScoreboard(
                 caption_video=caption_video,
@@ -480,17 +477,7 @@ class RetrievalMethod(L.LightningModule, ABC):
             feats = self.encode_text(ids[chunk].to(self.device), mask[chunk].to(self.device))
             parts.append({k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in feats.items()})
         bank = concat_features(parts)
-        n_video = next(iter(video.values())).shape[0]
-        bank_sim = chunked_scores(
-            proto.score,
-            bank,
-            video,
-            budget_bytes=e.budget_mb * 2**20,
-            bytes_per_pair=proto.bytes_per_pair,
-            text_chunk=e.text_chunk,
-            video_chunk=n_video if proto.whole_gallery else e.video_chunk,
-            out_device=self.device,
-        )
+        bank_sim = self.score_matrix(proto, bank, video)
         info = {**info, "bank_seconds": time.perf_counter() - started}
         return bank_sim, info
 
@@ -530,17 +517,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         seed = int(self.cfg.run.seed)
         borrowed = shuffled_caption_rows(caption_video, seed).to(self.device)
         n_video = next(iter(video.values())).shape[0]
-        e = self.cfg.eval
-        sims = chunked_scores(
-            proto.score,
-            index_select_features(text, borrowed[rows]),
-            video,
-            budget_bytes=e.budget_mb * 2**20,
-            bytes_per_pair=proto.bytes_per_pair,
-            text_chunk=e.text_chunk,
-            video_chunk=n_video if proto.whole_gallery else e.video_chunk,
-            out_device=self.device,
-        )
+        sims = self.score_matrix(proto, index_select_features(text, borrowed[rows]), video)
         board = RetrievalScoreboard(
             caption_video=caption_video.to(self.device), multi_caption=dm.test_multi_caption()
         ).to(self.device)

@@ -253,8 +253,8 @@ def memory_available() -> int:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    except OSError:  # no /proc/meminfo (not Linux): no limit can be known, so none is enforced
+        return 1 << 62
     return 1 << 62
 
 
